@@ -1,0 +1,92 @@
+"""The ``causal-wm`` command line (typer). Printing happens here and nowhere else."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Fit structural causal models and answer causal questions with uncertainty.")
+
+
+def _fail(exc: Exception, debug: bool) -> None:
+    if debug:
+        raise exc
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def run(
+    study: Path = typer.Argument(..., help="Study YAML file, or the name of a shipped study."),
+    out: Path = typer.Option(Path("results"), "--out", help="Folder for results (a subfolder per study)."),
+    backend: str = typer.Option(None, "--backend", help="numpyro or pymc (overrides the study)."),
+    seed: int = typer.Option(None, "--seed", help="Seed (overrides the study)."),
+    draws: int = typer.Option(None, "--draws", help="Draws per chain (overrides the study)."),
+    chains: int = typer.Option(None, "--chains", help="Chains (overrides the study)."),
+    warmup: int = typer.Option(None, "--warmup", help="Warm-up iterations (overrides the study)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+):
+    """Fit the study's model, answer its queries and write a results folder."""
+    import warnings
+
+    from causal_wm.errors import CausalWMError, ConvergenceWarning
+    from causal_wm.study import Study
+
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
+    warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing", category=FutureWarning)
+    try:
+        s = Study.load(study)
+        if not quiet:
+            typer.echo(f"study {s.name}: fitting and answering {len(s.spec['queries'])} queries ...")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            folder = s.run(out, backend=backend, seed=seed, draws=draws, chains=chains, warmup=warmup,
+                           progress=not quiet)
+        for w in caught:
+            if issubclass(w.category, ConvergenceWarning):
+                typer.echo(f"warning: {w.message}", err=True)
+    except CausalWMError as exc:
+        _fail(exc, debug)
+        return
+    _print_summary(folder)
+    typer.echo(f"results written to {folder}")
+
+
+def _print_summary(folder: Path) -> None:
+    import json
+
+    import pandas as pd
+
+    table = pd.read_csv(folder / "summary.csv")
+    with pd.option_context("display.max_rows", 200, "display.width", 160, "display.float_format", "{:,.4g}".format):
+        typer.echo(table.to_string(index=False))
+    res = json.loads((folder / "results.json").read_text())
+    d = res["diagnostics"]
+    typer.echo(f"diagnostics: ok={d['ok']} max R-hat={d['max_rhat']} min bulk ESS={d['min_ess_bulk']} "
+               f"divergences={d['divergences']}")
+    for c in res["expect"]:
+        typer.echo(f"expect: {'PASS' if c['passed'] else 'FAIL'} {c['description']}")
+
+
+@app.command()
+def models():
+    """List the model library, one line per model."""
+    from causal_wm.library import list_library, load_model
+
+    for name in list_library("models"):
+        scm = load_model(name)
+        first = (scm.description or "").strip().split(". ")[0][:90]
+        typer.echo(f"{name:28s} {len(scm.nodes):3d} nodes  {first}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app(prog_name="causal-wm")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

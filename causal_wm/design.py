@@ -1,0 +1,139 @@
+"""The layout of every node's mechanism: its design columns, group blocks and parameters.
+
+The layout is the one description of the structural equations that both backends and the
+query kernels compile from. For node ``y`` with family ``f``::
+
+    eta = intercept + sum_c b[c] * column_c + sum_blocks sum_j re[group(unit), j] * column_j
+
+where a column is the product of its factors: a parent's internal predictor value, or a 0/1
+indicator that a categorical parent equals one level. A categorical node has one ``eta`` per
+non-reference level (``intercept`` and ``b`` gain a leading level axis).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from causal_wm.data import NodeScale
+from causal_wm.formula import Term
+
+NUMERIC = -1  # factor level meaning "the parent's numeric predictor value"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One design column: the product of ``factors`` ``(variable, level)``, from formula ``term``."""
+
+    label: str
+    factors: tuple[tuple[str, int], ...]
+    term: str = ""
+
+
+@dataclass(frozen=True)
+class GroupBlock:
+    """Group-level effects of one grouping factor: an intercept and/or slopes per level."""
+
+    group: str
+    levels: tuple
+    columns: tuple[Column, ...]
+    labels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NodeLayout:
+    """Everything about one node's mechanism that fixes the shapes of its parameters."""
+
+    name: str
+    family: str
+    latent: bool
+    intercept: bool
+    columns: tuple[Column, ...]
+    groups: tuple[GroupBlock, ...]
+    n_levels: int  # categories of a categorical node, else 0
+
+    @property
+    def n_eta(self) -> int:
+        """Number of linear predictors (K-1 for categorical, else 1)."""
+        return self.n_levels - 1 if self.n_levels else 1
+
+
+def _expand(term: Term, scales: dict[str, NodeScale]) -> list[Column]:
+    cols: list[list[tuple[str, int]]] = [[]]
+    labels: list[list[str]] = [[]]
+    for v in term.variables:
+        lv = scales[v].levels
+        if lv is None:
+            cols = [c + [(v, NUMERIC)] for c in cols]
+            labels = [lab + [v] for lab in labels]
+        else:
+            cols = [c + [(v, i)] for c in cols for i in range(1, len(lv))]
+            labels = [lab + [f"{v}[{lv[i]}]"] for lab in labels for i in range(1, len(lv))]
+    return [
+        Column(":".join(lab), tuple(c), term.label) for c, lab in zip(cols, labels, strict=True)
+    ]
+
+
+def node_layout(node, scales: dict[str, NodeScale]) -> NodeLayout:
+    """Build the :class:`NodeLayout` of ``node`` given the data's scales (levels)."""
+    columns: list[Column] = []
+    for t in node.parsed.terms:
+        columns.extend(_expand(t, scales))
+    blocks: dict[str, list] = {}
+    for g in node.parsed.groups:
+        cs = [Column("1", (), "1")] if not g.variables else _expand(Term(g.variables), scales)
+        blocks.setdefault(g.group, []).extend(cs)
+    groups = tuple(
+        GroupBlock(grp, scales[grp].levels, tuple(cs), tuple(c.label for c in cs))
+        for grp, cs in blocks.items()
+    )
+    levels = scales[node.name].levels
+    return NodeLayout(
+        name=node.name,
+        family=node.family,
+        latent=node.latent,
+        intercept=node.parsed.intercept and not node.latent,
+        columns=tuple(columns),
+        groups=groups,
+        n_levels=len(levels) if levels is not None and node.family == "categorical" else 0,
+    )
+
+
+def layouts(scm, scales: dict[str, NodeScale]) -> dict[str, NodeLayout]:
+    """The :class:`NodeLayout` of every node, in topological order."""
+    return {name: node_layout(scm.node(name), scales) for name in scm.order}
+
+
+def column_values(xp, col: Column, pred: dict):
+    """Evaluate one design column with array module ``xp`` (numpy or jax.numpy)."""
+    out = None
+    for var, level in col.factors:
+        v = pred[var] if level == NUMERIC else xp.asarray(pred[var] == level, dtype=pred[var].dtype)
+        out = v if out is None else out * v
+    return out
+
+
+def predictor(values: dict, scales: dict[str, NodeScale]) -> dict:
+    """Internal node values -> the values they enter formulas with (see :mod:`causal_wm.data`)."""
+    return {
+        k: v if scales[k].levels is not None else (v - scales[k].pred_center) / scales[k].pred_scale
+        for k, v in values.items()
+    }
+
+
+def positive_columns(scm, lays: dict[str, NodeLayout]) -> dict[str, tuple[int, ...]]:
+    """Columns whose coefficient is constrained positive, per node.
+
+    A latent factor and the signs of its loadings are only identified up to a flip; fixing the
+    sign of its loading on its first observed child (topological order) removes the mirror mode.
+    """
+    out: dict[str, list[int]] = {}
+    for lat in scm.latent:
+        for child in scm.order:
+            lay = lays[child]
+            if lay.latent or lay.family == "categorical":
+                continue
+            idx = [i for i, c in enumerate(lay.columns) if c.factors == ((lat, NUMERIC),)]
+            if idx:
+                out.setdefault(child, []).append(idx[0])
+                break
+    return {k: tuple(v) for k, v in out.items()}

@@ -1,0 +1,134 @@
+"""Fitting: validate everything, then hand a :class:`FitPlan` to a backend.
+
+Every check of the model, the data and the settings happens here, before any sampling.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from causal_wm.data import NodeScale, encode, fit_scales
+from causal_wm.design import NodeLayout, layouts, positive_columns
+from causal_wm.errors import BackendNotInstalled, FitError, QueryError, suggest
+
+log = logging.getLogger(__name__)
+
+BACKENDS = {
+    "numpyro": ("causal_wm.backends.numpyro", "pip install numpyro jax"),
+    "pymc": ("causal_wm.backends.pymc", "pip install 'causal_wm[pymc]'"),
+}
+
+
+@dataclass(frozen=True)
+class FitPlan:
+    """What a backend needs: the model, its layouts and the data on the internal scale."""
+
+    scm: object
+    scales: dict[str, NodeScale]
+    layouts: dict[str, NodeLayout]
+    positive: dict[str, tuple[int, ...]]
+    values: dict[str, np.ndarray]
+    index: np.ndarray
+    frame: pd.DataFrame
+
+    @property
+    def n(self) -> int:
+        """Number of units (rows)."""
+        return len(self.index)
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Sampler settings, recorded with the posterior."""
+
+    backend: str = "numpyro"
+    method: str = "nuts"
+    chains: int = 4
+    draws: int = 1000
+    warmup: int = 1000
+    target_accept: float = 0.8
+    seed: int = 0
+    progress: bool = False
+    guide: str = "lowrank"
+    steps: int = 5000
+    learning_rate: float = 0.01
+    sampler: str = "default"
+
+
+def make_plan(scm, data: pd.DataFrame) -> FitPlan:
+    """Validate ``data`` against ``scm`` and put it on the internal scale."""
+    scales = fit_scales(scm, data)
+    values = encode(scm, scales, data)
+    lays = layouts(scm, scales)
+    cols = [c for c in data.columns if c in scm.observed]
+    return FitPlan(
+        scm=scm,
+        scales=scales,
+        layouts=lays,
+        positive=positive_columns(scm, lays),
+        values=values,
+        index=np.asarray(data.index),
+        frame=data[cols].copy(),
+    )
+
+
+def _check_int(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise QueryError(f"{name} must be an integer >= {low}, got {value!r}.")
+
+
+def settings(backend="numpyro", **kw) -> FitSettings:
+    """Validate fit settings and return them as a :class:`FitSettings`."""
+    known = FitSettings.__dataclass_fields__
+    for k in kw:
+        if k not in known:
+            raise QueryError(f"unknown fit setting {k!r}.{suggest(k, known)} Known: {sorted(known)}.")
+    s = FitSettings(backend=backend, **kw)
+    if s.backend not in BACKENDS:
+        raise QueryError(f"unknown backend {s.backend!r}; expected one of {sorted(BACKENDS)}.")
+    if s.method not in ("nuts", "svi"):
+        raise QueryError(f"method must be 'nuts' or 'svi', got {s.method!r}.")
+    _check_int("chains", s.chains, 1)
+    _check_int("draws", s.draws, 1)
+    _check_int("warmup", s.warmup, 0)
+    _check_int("seed", s.seed, 0)
+    _check_int("steps", s.steps, 1)
+    if not 0 < float(s.target_accept) < 1:
+        raise QueryError(f"target_accept must be in (0, 1), got {s.target_accept!r}.")
+    if s.guide not in ("lowrank", "normal", "mvn"):
+        raise QueryError(f"guide must be 'lowrank', 'normal' or 'mvn', got {s.guide!r}.")
+    return s
+
+
+def backend_module(name: str):
+    """Import a backend lazily; a missing extra raises :class:`BackendNotInstalled`."""
+    modname, install = BACKENDS[name]
+    try:
+        return importlib.import_module(modname)
+    except ImportError as exc:
+        raise BackendNotInstalled(
+            f"backend {name!r} needs a package that is not installed ({exc.name}); install it "
+            f"with: {install}"
+        ) from None
+
+
+def fit(scm, data, backend: str = "numpyro", **kw):
+    """Fit ``scm`` to ``data``; see :meth:`causal_wm.spec.SCM.fit`."""
+    from causal_wm.posterior import Posterior
+
+    s = settings(backend, **kw)
+    plan = make_plan(scm, data)
+    mod = backend_module(s.backend)
+    log.info("fitting %s with %s (%s), %d units", scm.name, s.backend, s.method, plan.n)
+    try:
+        idata = mod.sample(plan, s)
+    except (FloatingPointError, RuntimeError) as exc:
+        raise FitError(f"the {s.backend} backend failed while fitting {scm.name!r}: {exc}") from exc
+    post = Posterior(scm=scm, plan=plan, idata=idata, settings=s)
+    post.warn_if_not_ok()
+    return post

@@ -1,0 +1,90 @@
+"""Assemble the ArviZ InferenceData of a fit, with dims named after nodes, terms and units.
+
+Both backends call :func:`build_idata`, so their posteriors have one layout.
+"""
+
+from __future__ import annotations
+
+import json
+
+import arviz as az
+import numpy as np
+
+from causal_wm import sites
+
+
+def _str(levels) -> list[str]:
+    return [str(v) for v in levels]
+
+
+def coords_dims(plan) -> tuple[dict, dict]:
+    """ArviZ coords and dims for every parameter site of ``plan``."""
+    coords: dict = {sites.UNIT: np.asarray(plan.index)}
+    dims: dict = {}
+    for name, lay in plan.layouts.items():
+        if lay.columns:
+            coords[sites.term_dim(name)] = [c.label for c in lay.columns]
+        if lay.n_levels:
+            coords[sites.level_dim(name)] = _str(plan.scales[name].levels[1:])
+            dims[sites.intercept(name)] = [sites.level_dim(name)]
+            if lay.columns:
+                dims[sites.coef(name)] = [sites.level_dim(name), sites.term_dim(name)]
+        elif lay.columns:
+            dims[sites.coef(name)] = [sites.term_dim(name)]
+        for blk in lay.groups:
+            edim = sites.effect_dim(name, blk.group)
+            coords[blk.group] = _str(blk.levels)
+            coords[edim] = list(blk.labels)
+            dims[sites.group_sd(name, blk.group)] = [edim]
+            dims[sites.group_raw(name, blk.group)] = [blk.group, edim]
+            dims[sites.group_effect(name, blk.group)] = [blk.group, edim]
+        if lay.latent:
+            dims[name] = [sites.UNIT]
+    return coords, dims
+
+
+def scales_attr(plan) -> str:
+    """The internal scales as JSON (stored in the InferenceData's attributes)."""
+    return json.dumps(
+        {
+            k: {
+                "center": v.center, "scale": v.scale, "offset": v.offset,
+                "levels": None if v.levels is None else _str(v.levels),
+            }
+            for k, v in plan.scales.items()
+        }
+    )
+
+
+def build_idata(plan, samples: dict, stats: dict, loglik: dict | None, s) -> az.InferenceData:
+    """InferenceData with posterior, sample_stats, observed_data (original units) and log_likelihood."""
+    import causal_wm
+
+    coords, dims = coords_dims(plan)
+    observed = {}
+    for name in plan.scm.observed:
+        fam = plan.scm.node(name).family
+        if fam == "categorical":
+            observed[name] = np.array(_str(plan.frame[name].to_numpy()), dtype=str)
+        else:
+            observed[name] = np.asarray(plan.frame[name].to_numpy(dtype=float))
+    obs_dims = {k: [sites.UNIT] for k in observed}
+    ll_dims = {k: [sites.UNIT] for k in (loglik or {})}
+    attrs = {
+        "causal_wm_version": causal_wm.__version__,
+        "model": plan.scm.name,
+        "backend": s.backend,
+        "method": s.method,
+        "seed": int(s.seed),
+        "scales": scales_attr(plan),
+    }
+    idata = az.from_dict(
+        posterior={k: v for k, v in samples.items()},
+        sample_stats=stats,
+        log_likelihood=loglik,
+        observed_data=observed,
+        coords=coords,
+        dims={**dims, **obs_dims, **ll_dims},
+        attrs=attrs,
+    )
+    return idata

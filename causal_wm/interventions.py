@@ -1,0 +1,230 @@
+"""Interventions: hard values, shifts, scalings, callables of the unit's own value, and
+stochastic policies (any distribution with a quantile function, e.g. a frozen scipy.stats one).
+
+All values are in the data's original units. Queries compile a ``do`` mapping into the arrays
+the kernels read (:func:`compile_do`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from causal_wm import kernels as K
+from causal_wm.data import to_internal
+from causal_wm.errors import QueryError, suggest
+
+TABLE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class Shift:
+    """Soft intervention ``x -> x + delta`` (original units)."""
+
+    delta: float
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Soft intervention ``x -> factor * x``."""
+
+    factor: float
+
+
+@dataclass(frozen=True)
+class Apply:
+    """Soft intervention ``x -> fn(x)`` with ``fn`` vectorised over a NumPy array."""
+
+    fn: Callable
+
+
+def shift(delta: float) -> Shift:
+    """Shift a node by ``delta`` in its original units.
+
+    Examples
+    --------
+    >>> shift(1000.0)
+    Shift(delta=1000.0)
+    """
+    return Shift(float(delta))
+
+
+def scale(factor: float) -> Scale:
+    """Multiply a node by ``factor``.
+
+    Examples
+    --------
+    >>> scale(1.1).factor
+    1.1
+    """
+    return Scale(float(factor))
+
+
+def bernoulli(p: float):
+    """A stochastic policy that sets a binary node to 1 with probability ``p``."""
+    from scipy import stats
+
+    return stats.bernoulli(p)
+
+
+def normal(loc: float, scale: float):
+    """A stochastic policy drawing a continuous node from Normal(loc, scale)."""
+    from scipy import stats
+
+    return stats.norm(loc, scale)
+
+
+def uniform(low: float, high: float):
+    """A stochastic policy drawing a continuous node uniformly from [low, high]."""
+    from scipy import stats
+
+    return stats.uniform(low, high - low)
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A ``do`` mapping compiled to kernel arrays (internal scale)."""
+
+    kind: np.ndarray
+    value: np.ndarray
+    per_unit: np.ndarray
+    tables: np.ndarray
+    callables: dict
+    nodes: frozenset
+
+
+def _is_distribution(v) -> bool:
+    return hasattr(v, "ppf") and hasattr(v, "rvs")
+
+
+def _internal_values(name, node, sc, arr) -> np.ndarray:
+    """Validate intervention values (original units) and convert them to the internal scale."""
+    fam = node.family
+    arr = np.asarray(arr, dtype=object if fam == "categorical" else None).reshape(-1)
+    if fam == "categorical":
+        lookup = {v: i for i, v in enumerate(sc.levels)}
+        bad = [v for v in arr if v not in lookup]
+        if bad:
+            raise QueryError(
+                f"do({name}={bad[0]!r}): not a category of {name!r}; levels are {list(sc.levels)}."
+            )
+        return np.array([lookup[v] for v in arr], dtype=float)
+    if arr.dtype == bool:
+        arr = arr.astype(float)
+    if not np.issubdtype(arr.dtype, np.number):
+        raise QueryError(
+            f"do({name}=...): expected numbers, shift(), scale(), a callable or a distribution, "
+            f"got {arr[:3].tolist()!r}."
+        )
+    arr = arr.astype(float)
+    if not np.all(np.isfinite(arr)):
+        raise QueryError(f"do({name}=...): values must be finite, got {arr[~np.isfinite(arr)][:3]}.")
+    if fam == "bernoulli" and not np.all(np.isin(arr, (0.0, 1.0))):
+        raise QueryError(f"do({name}=...): {name!r} is bernoulli, so it can be set to 0 or 1 only.")
+    if fam in ("poisson", "negative_binomial") and np.any((arr < 0) | (arr != np.round(arr))):
+        raise QueryError(f"do({name}=...): {name!r} is a count, so it needs non-negative integers.")
+    if fam == "lognormal" and np.any(arr <= 0):
+        raise QueryError(f"do({name}=...): {name!r} is lognormal, so it needs positive values.")
+    return to_internal(fam, sc, arr)
+
+
+def _check_value(name, node, sc, v) -> float:
+    if not isinstance(v, (str, bool, int, float, np.generic)):
+        raise QueryError(
+            f"do({name}={v!r}): expected a value, shift(), scale(), a callable, per-unit values or "
+            "a distribution."
+        )
+    return float(_internal_values(name, node, sc, [v])[0])
+
+
+def check_names(scm, names, what: str = "do") -> None:
+    """Raise :class:`QueryError` for any name that is not a node (with a suggestion)."""
+    for name in names:
+        if not isinstance(name, str) or name not in scm.names:
+            raise QueryError(
+                f"{what}: {name!r} is not a node of model {scm.name!r}.{suggest(str(name), scm.names)} "
+                f"Nodes are {list(scm.names)}."
+            )
+
+
+def compile_do(post, do: Mapping | None, n_units: int, natural: dict | None = None) -> Compiled:
+    """Compile ``do`` for a query over ``n_units`` units.
+
+    ``natural`` maps node names to their natural values per unit (original units) where those
+    are known before the kernel runs (data); callables are applied to them here.
+    """
+    scm, scales = post.scm, post.plan.scales
+    names = post.program.names
+    kind = np.zeros(len(names), dtype=np.int64)
+    value = np.zeros(len(names))
+    per_unit = np.zeros((1, len(names)))
+    tables: list[np.ndarray] = []
+    callables: dict = {}
+    do = dict(do or {})
+    if not isinstance(do, Mapping):
+        raise QueryError(f"do must be a mapping of node -> intervention, got {type(do).__name__}.")
+    check_names(scm, do, "do")
+    for name, v in do.items():
+        node, sc, k = scm.node(name), scales[name], names.index(name)
+        fam = node.family
+        if isinstance(v, Shift | Scale):
+            amount = v.delta if isinstance(v, Shift) else v.factor
+            if not np.isfinite(amount):
+                raise QueryError(f"do({name}=...): the shift/scale amount must be finite, got {amount}.")
+            if fam in ("bernoulli", "categorical") or (
+                fam in ("poisson", "negative_binomial") and (isinstance(v, Scale) or amount != round(amount))
+            ):
+                raise QueryError(
+                    f"do({name}={v}): {name!r} is {fam}; shift it by whole numbers only (counts) or "
+                    "set it to a value."
+                )
+            if fam == "lognormal" and isinstance(v, Scale) and amount <= 0:
+                raise QueryError(f"do({name}={v}): lognormal {name!r} needs a positive factor.")
+            kind[k] = K.SHIFT if isinstance(v, Shift) else K.SCALE
+            value[k] = amount
+        elif _is_distribution(v):
+            grid = (np.arange(TABLE_SIZE) + 0.5) / TABLE_SIZE
+            table = np.asarray(v.ppf(grid), dtype=float)
+            discrete = hasattr(v.dist, "pmf") if hasattr(v, "dist") else False
+            if not np.all(np.isfinite(table)):
+                raise QueryError(f"do({name}=<distribution>): its quantile function is not finite.")
+            if fam == "categorical":
+                raise QueryError(f"do({name}=<distribution>): use per-unit values for categorical nodes.")
+            _internal_values(name, node, sc, np.unique(table) if discrete else table[[0, -1]])
+            kind[k] = K.TABLE
+            value[k] = -(len(tables) + 1) if discrete else len(tables)
+            tables.append(table)
+        elif callable(v):
+            callables[name] = v
+            if natural is not None and name in natural:
+                out = np.asarray(v(np.asarray(natural[name])))
+                kind[k] = K.PERUNIT
+                per_unit = _per_unit(per_unit, n_units, len(names))
+                per_unit[:, k] = _unit_values(name, node, sc, out, n_units)
+            else:
+                kind[k] = K.PERUNIT  # filled by the caller after a first pass
+                per_unit = _per_unit(per_unit, n_units, len(names))
+        elif isinstance(v, (list, tuple, np.ndarray)) or hasattr(v, "to_numpy"):
+            per_unit = _per_unit(per_unit, n_units, len(names))
+            kind[k] = K.PERUNIT
+            per_unit[:, k] = _unit_values(name, node, sc, np.asarray(v), n_units)
+        else:
+            kind[k] = K.HARD
+            value[k] = _check_value(name, node, sc, v)
+    tab = np.stack(tables) if tables else np.zeros((1, TABLE_SIZE))
+    return Compiled(kind, value, per_unit, tab, callables, frozenset(do))
+
+
+def _per_unit(arr, n, k):
+    return arr if arr.shape[0] == n else np.zeros((n, k))
+
+
+def _unit_values(name, node, sc, arr, n):
+    arr = np.asarray(arr).reshape(-1)
+    if arr.shape[0] != n:
+        raise QueryError(
+            f"do({name}=...): per-unit values have length {arr.shape[0]}, but the query has {n} units."
+        )
+    return _internal_values(name, node, sc, arr)

@@ -1,0 +1,318 @@
+"""Queries on posterior draws: effect, simulate, counterfactual and posterior predictive checks.
+
+Each query decides, per node, where its value comes from in each world (data, the unit's latent
+draws, fresh noise, or abducted noise), compiles the interventions, and runs one fused kernel
+(:mod:`causal_wm.kernels`). Queries never refit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+
+from causal_wm import kernels as K
+from causal_wm.data import encode
+from causal_wm.errors import QueryError
+from causal_wm.interventions import check_names, compile_do
+from causal_wm.program import original_matrix
+from causal_wm.results import CounterfactualResult, EffectResult, SimulationResult
+from causal_wm.seeding import rng, stream
+
+MAX_OUTPUT_BYTES = 4 * 2**30
+
+
+def _sources(post, intervened, mode: str) -> np.ndarray:
+    """Per node: DATA/LATENT outside the intervention's reach, FRESH or ABDUCT inside it."""
+    scm, names = post.scm, post.program.names
+    down = scm.descendants(intervened)
+    src = np.empty(len(names), dtype=np.int64)
+    for i, n in enumerate(names):
+        if n in down:
+            src[i] = K.FRESH if mode == "fresh" else K.ABDUCT
+        else:
+            src[i] = K.LATENT if scm.node(n).latent else K.DATA
+    return src
+
+
+def _select_units(post, given) -> tuple[np.ndarray, str]:
+    """Row positions of the fitting data selected by ``given`` and a description."""
+    frame = post.plan.frame
+    n = len(frame)
+    if given is None:
+        return np.arange(n), ""
+    if isinstance(given, Mapping):
+        check_names(post.scm, given, "given")
+        mask = np.ones(n, dtype=bool)
+        for k, v in given.items():
+            if post.scm.node(k).latent:
+                raise QueryError(f"given: {k!r} is latent, so units cannot be selected by it.")
+            vals = v if isinstance(v, (list, tuple, set, np.ndarray)) else [v]
+            mask &= frame[k].isin(list(vals)).to_numpy()
+        desc = ", ".join(f"{k}={v!r}" for k, v in given.items())
+    else:
+        mask = np.asarray(given)
+        if mask.dtype != bool or mask.shape != (n,):
+            raise QueryError(
+                f"given must be a mapping of node -> value(s) or a boolean mask of length {n}, "
+                f"got {type(given).__name__}."
+            )
+        desc = f"{int(mask.sum())} selected units"
+    if not mask.any():
+        raise QueryError(f"given ({desc}) selects no units of the data; check the values.")
+    return np.flatnonzero(mask), desc
+
+
+def effect(post, outcome: str, do: Mapping, vs: Mapping | None = None, given=None, level=None,
+           seed: int | None = None) -> EffectResult:
+    """Population (or conditional) average effect; see :meth:`Posterior.effect`."""
+    scm, prog = post.scm, post.program
+    check_names(scm, [outcome], "outcome")
+    if not isinstance(do, Mapping) or not do:
+        raise QueryError("do must be a non-empty mapping of node -> intervention, e.g. {'treat': 1}.")
+    vs = dict(vs or {})
+    units, desc = _select_units(post, given)
+    node = scm.node(outcome)
+    if node.family == "categorical":
+        levels = post.plan.scales[outcome].levels
+        if level not in levels:
+            raise QueryError(
+                f"outcome {outcome!r} is categorical: pass level= one of {list(levels)} to get the "
+                "effect on the probability of that category."
+            )
+        level_code = levels.index(level)
+    else:
+        level_code = 0
+    ancestors = nx.ancestors(scm.graph, outcome) | {outcome}
+    needed = np.array([n in ancestors for n in prog.names])
+    worlds = []
+    for iv in (do, vs):
+        check_names(scm, iv, "do" if iv is do else "vs")
+        src = _sources(post, set(iv), "fresh")
+        natural = _natural(post, iv, src, lambda n: post.plan.frame[n].to_numpy()[units])
+        comp = compile_do(post, iv, len(units), natural)
+        ivu = _expand_units(comp.per_unit, units, prog.data.shape[0])
+        worlds.append((src, comp.kind, comp.value, ivu, comp.tables))
+    tables = _merge_tables(worlds)
+    key = stream(post.seed if seed is None else seed, "effect")
+    out = K.effect_kernel(
+        prog.arrays, prog.theta, prog.data, prog.lat, units.astype(np.int64), key,
+        worlds[0][0], worlds[0][1], worlds[0][2], worlds[0][3],
+        worlds[1][0], worlds[1][1], worlds[1][2], worlds[1][3],
+        tables, needed, prog.index(outcome), level_code,
+    )
+    C, D = post.shape
+    warnings = list(post.warnings_for_results())
+    if outcome not in scm.descendants(set(do) | set(vs)) and outcome not in set(do) | set(vs):
+        warnings.append(f"{outcome!r} is not downstream of the intervened nodes, so the effect is zero.")
+    return EffectResult(
+        outcome=outcome, do=dict(do), vs=vs, chains=(out[:, 0] - out[:, 1]).reshape(C, D),
+        under_do=out[:, 0].reshape(C, D), under_vs=out[:, 1].reshape(C, D), n_units=len(units),
+        given=desc, seed=post.seed if seed is None else seed, diagnostics=post.diagnostics().to_dict(),
+        warnings=tuple(warnings),
+    )
+
+
+def _natural(post, iv, src, column) -> dict:
+    """Natural values (original units) of callable-intervened nodes, read by ``column(name)``."""
+    out = {}
+    for name in iv:
+        if callable(iv[name]) and not hasattr(iv[name], "ppf"):
+            k = post.program.index(name)
+            if src[k] != K.DATA:
+                raise QueryError(
+                    f"do({name}=<callable>): {name!r} is latent or downstream of another intervened "
+                    "node, so its natural value is not known before the query runs; use shift(), "
+                    "scale() or a value."
+                )
+            out[name] = column(name)
+    return out
+
+
+def _expand_units(per_unit, units, n_rows) -> np.ndarray:
+    """Per-unit intervention values indexed by data row (the kernels index by row)."""
+    if per_unit.shape[0] == 1:
+        return per_unit
+    full = np.zeros((n_rows, per_unit.shape[1]))
+    full[units] = per_unit
+    return full
+
+
+def _merge_tables(worlds):
+    """Both worlds index one stack of stochastic-policy tables."""
+    a_tab, b_tab = worlds[0][4], worlds[1][4]
+    if not np.any(worlds[1][1] == K.TABLE):
+        return a_tab
+    n_a = a_tab.shape[0] if np.any(worlds[0][1] == K.TABLE) else 0
+    val_b = worlds[1][2]
+    for k in np.flatnonzero(worlds[1][1] == K.TABLE):
+        q = int(val_b[k])
+        val_b[k] = q + n_a if q >= 0 else q - n_a
+    return np.concatenate([a_tab[:n_a], b_tab]) if n_a else b_tab
+
+
+def simulate(post, do: Mapping | None = None, n: int = 1000, seed: int | None = None) -> SimulationResult:
+    """Predictive samples of ``n`` new units; see :meth:`Posterior.simulate`."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise QueryError(f"n must be a positive integer, got {n!r}.")
+    prog = post.program
+    seed_used = post.seed if seed is None else seed
+    S = prog.n_draws
+    draws = np.resize(rng(seed_used, "simulate-draws").permutation(S), n).astype(np.int64)
+    src = np.full(len(prog.names), K.FRESH, dtype=np.int64)
+    comp = compile_do(post, do, n)
+    key = stream(seed_used, "simulate")
+    outputs = np.arange(len(prog.names), dtype=np.int64)
+    needed = np.ones(len(prog.names), dtype=bool)
+    data = np.full((n, len(prog.names)), np.nan)
+    units = np.arange(n, dtype=np.int64)
+    ivk, ivu = comp.kind.copy(), comp.per_unit
+    if comp.callables:
+        # two passes: the natural values of callable-intervened nodes, then the intervened world
+        # with the same counter-based noise, so everything upstream is identical in both.
+        first = ivk.copy()
+        for name in comp.callables:
+            first[prog.index(name)] = K.NONE
+        out = np.empty((1, n, len(outputs)))
+        K.units_kernel(prog.arrays, prog.theta, data, data, prog.lat, units, draws, True, key, src, src, first,
+                       comp.value, ivu, comp.tables, needed, outputs, out)
+        ivu = ivu.copy()
+        for name, fn in comp.callables.items():
+            k = prog.index(name)
+            ivu[:, k] = _apply_callable(post, name, fn, out[0, :, k])
+    out = np.empty((1, n, len(outputs)))
+    K.units_kernel(prog.arrays, prog.theta, data, data, prog.lat, units, draws, True, key, src, src, ivk,
+                   comp.value, ivu, comp.tables, needed, outputs, out)
+    values = {name: _labels(post, name, out[0, :, i]) for i, name in enumerate(prog.names)}
+    return SimulationResult(values, draws, dict(do or {}), seed_used, post.diagnostics().to_dict())
+
+
+def _apply_callable(post, name, fn, natural):
+    from causal_wm.interventions import _internal_values
+
+    res = np.asarray(fn(natural))
+    if res.shape != natural.shape:
+        raise QueryError(f"do({name}=<callable>): it must return one value per unit, got shape {res.shape}.")
+    return _internal_values(name, post.scm.node(name), post.plan.scales[name], res)
+
+
+def _labels(post, name, arr):
+    levels = post.plan.scales[name].levels
+    if levels is None:
+        return arr
+    return np.asarray(levels, dtype=object)[arr.astype(np.int64)]
+
+
+def counterfactual(post, units: pd.DataFrame, do: Mapping, draws: int | None = None,
+                   summary_only: bool = False, prob: float = 0.9, seed: int | None = None
+                   ) -> CounterfactualResult:
+    """Unit-level counterfactuals; see :meth:`Posterior.counterfactual`."""
+    scm, prog = post.scm, post.program
+    if not isinstance(do, Mapping) or not do:
+        raise QueryError("do must be a non-empty mapping of node -> intervention, e.g. {'treat': 0}.")
+    check_names(scm, do, "do")
+    if not isinstance(units, pd.DataFrame):
+        raise QueryError(f"units must be a DataFrame of observed units, got {type(units).__name__}.")
+    if len(units) == 0:
+        raise QueryError("units is empty; pass at least one observed unit.")
+    data, orig, rows = _unit_rows(post, units)
+    src_f = np.array([K.LATENT if scm.node(n).latent else K.DATA for n in prog.names], dtype=np.int64)
+    src_c = _sources(post, set(do), "abduct")
+    natural = _natural(post, do, src_c, lambda n: units[n].to_numpy())
+    comp = compile_do(post, do, len(rows), natural)
+    ivu = _expand_units(comp.per_unit, rows, data.shape[0])
+    affected = set(do) | scm.descendants(set(do))
+    outputs = np.array([prog.index(n) for n in prog.names if n in affected], dtype=np.int64)
+    S = prog.n_draws
+    seed_used = post.seed if seed is None else seed
+    if draws is None:
+        draw_idx = np.arange(S, dtype=np.int64)
+    else:
+        if isinstance(draws, bool) or not isinstance(draws, (int, np.integer)) or not 1 <= draws <= S:
+            raise QueryError(f"draws must be an integer in [1, {S}], got {draws!r}.")
+        draw_idx = np.sort(rng(seed_used, "counterfactual-draws").choice(S, draws, replace=False)).astype(np.int64)
+    needed = np.ones(len(prog.names), dtype=bool)
+    key = stream(seed_used, "counterfactual")
+    factual = units[[n for n in scm.observed if n in units.columns]].copy()
+    common = dict(do=dict(do), seed=seed_used, diagnostics=post.diagnostics().to_dict(), prob=prob)
+    if summary_only:
+        out = np.empty((len(rows), len(outputs), 4))
+        K.units_summary_kernel(prog.arrays, prog.theta, data, orig, prog.lat, rows, draw_idx, key, src_f, src_c,
+                               comp.kind, comp.value, ivu, comp.tables, needed, outputs,
+                               (1 - prob) / 2, (1 + prob) / 2, out)
+        summ = {prog.names[k]: out[:, i, :] for i, k in enumerate(outputs)}
+        return CounterfactualResult({}, factual, summaries=summ, **common)
+    nbytes = len(draw_idx) * len(rows) * len(outputs) * 8
+    if nbytes > MAX_OUTPUT_BYTES:
+        raise QueryError(
+            f"keeping every draw would take {nbytes / 2**30:.1f} GiB ({len(draw_idx)} draws x {len(rows)} "
+            f"units x {len(outputs)} nodes); pass summary_only=True, fewer units, or draws=<n>."
+        )
+    out = np.empty((len(draw_idx), len(rows), len(outputs)))
+    K.units_kernel(prog.arrays, prog.theta, data, orig, prog.lat, rows, draw_idx, False, key, src_f, src_c,
+                   comp.kind, comp.value, ivu, comp.tables, needed, outputs, out)
+    values = {prog.names[k]: np.ascontiguousarray(_labels(post, prog.names[k], out[:, :, i]))
+              for i, k in enumerate(outputs)}
+    return CounterfactualResult(values, factual, **common)
+
+
+def _unit_rows(post, units: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The data matrices (internal, original) the kernel reads for ``units``, and their rows."""
+    scm, prog = post.scm, post.program
+    if scm.latent:
+        pos = pd.Index(post.plan.index).get_indexer(units.index)
+        if (pos < 0).any() or not pd.Index(post.plan.index).is_unique:
+            raise QueryError(
+                f"model {scm.name!r} has latent nodes {list(scm.latent)}, whose values are only known for "
+                "the fitted units: pass rows of the fitting data (with their original index)."
+            )
+        return prog.data, prog.orig, pos.astype(np.int64)
+    enc = encode(scm, post.plan.scales, units)
+    data = np.full((len(units), len(prog.names)), np.nan)
+    for name, v in enc.items():
+        data[:, prog.index(name)] = v
+    orig = original_matrix(scm, units, enc, prog.names)
+    return data, orig, np.arange(len(units), dtype=np.int64)
+
+
+def replicate(post, draws: int = 200, seed: int | None = None) -> pd.DataFrame:
+    """Posterior predictive check per observed node; see :meth:`Posterior.ppc`."""
+    scm, prog = post.scm, post.program
+    seed_used = post.seed if seed is None else seed
+    S = prog.n_draws
+    draws = min(int(draws), S)
+    draw_idx = np.sort(rng(seed_used, "ppc-draws").choice(S, draws, replace=False)).astype(np.int64)
+    key = stream(seed_used, "ppc")
+    src_f = np.array([K.LATENT if scm.node(n).latent else K.DATA for n in prog.names], dtype=np.int64)
+    rows = np.arange(prog.data.shape[0], dtype=np.int64)
+    no_iv = np.zeros(len(prog.names), dtype=np.int64)
+    needed = np.ones(len(prog.names), dtype=bool)
+    out_rows = []
+    for name in scm.observed:
+        k = prog.index(name)
+        src_c = src_f.copy()
+        src_c[k] = K.FRESH
+        out = np.empty((draws, len(rows), 1))
+        K.units_kernel(prog.arrays, prog.theta, prog.data, prog.orig, prog.lat, rows, draw_idx, False, key,
+                       src_f, src_c, no_iv, np.zeros(len(prog.names)), np.zeros((1, len(prog.names))), np.zeros((1, 2)),
+                       needed, np.array([k], dtype=np.int64), out)
+        rep = out[:, :, 0]
+        obs = post.plan.frame[name]
+        if scm.node(name).family == "categorical":
+            obs_codes = post.plan.values[name]
+            stat_obs = [float((obs_codes == 0).mean()), float(obs_codes.std())]
+            stat_rep = [(rep == 0).mean(axis=1), rep.std(axis=1)]
+        else:
+            o = obs.to_numpy(dtype=float)
+            stat_obs = [float(o.mean()), float(o.std())]
+            stat_rep = [rep.mean(axis=1), rep.std(axis=1)]
+        out_rows.append({
+            "node": name,
+            "observed_mean": stat_obs[0], "replicated_mean": float(stat_rep[0].mean()),
+            "p_mean": float((stat_rep[0] >= stat_obs[0]).mean()),
+            "observed_sd": stat_obs[1], "replicated_sd": float(stat_rep[1].mean()),
+            "p_sd": float((stat_rep[1] >= stat_obs[1]).mean()),
+        })
+    return pd.DataFrame(out_rows).set_index("node")

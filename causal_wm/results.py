@@ -1,0 +1,250 @@
+"""Query results: named posterior draws that summarise to tidy tables.
+
+Draws stay draws until ``summary(prob=...)`` turns them into a DataFrame with ``estimate``,
+``lower``, ``upper`` and ``mcse`` columns. Every result records the seed it used and the fit's
+diagnostics, so a summary never travels without them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from causal_wm.diagnostics import mcse_mean
+from causal_wm.errors import QueryError
+
+COUPLING = (
+    "Counterfactuals assume additive noise for continuous nodes (the unit's noise is recovered "
+    "exactly), the monotone CDF coupling for binary and count nodes, and the Gumbel-max coupling "
+    "for categorical nodes; they are not identified from data alone."
+)
+
+
+def _prob(prob: float) -> float:
+    if not isinstance(prob, (int, float)) or not 0 < prob < 1:
+        raise QueryError(f"prob must be in (0, 1), got {prob!r}.")
+    return float(prob)
+
+
+def interval(draws, prob: float = 0.9) -> tuple[float, float]:
+    """Equal-tailed ``prob`` interval of ``draws`` (any shape, flattened).
+
+    Examples
+    --------
+    >>> lo, hi = interval(list(range(101)), 0.9)
+    >>> (round(lo, 6), round(hi, 6))
+    (5.0, 95.0)
+    """
+    p = _prob(prob)
+    q = np.quantile(np.asarray(draws, dtype=float).reshape(-1), [(1 - p) / 2, (1 + p) / 2])
+    return float(q[0]), float(q[1])
+
+
+@dataclass(frozen=True)
+class EffectResult:
+    """Posterior of a population-average contrast ``E[outcome | do] - E[outcome | vs]``.
+
+    Attributes
+    ----------
+    outcome : str
+    do, vs : dict
+        The two interventions as given (original units).
+    chains : numpy.ndarray
+        Effect draws shaped (chains, draws).
+    under_do, under_vs : numpy.ndarray
+        Mean outcome under each intervention, shaped (chains, draws).
+    n_units : int
+        Units averaged over.
+    given : str
+        Description of the subpopulation (empty for the whole data).
+    seed : int
+    diagnostics : dict
+        The fit's diagnostics summary.
+    warnings : tuple of str
+    """
+
+    outcome: str
+    do: dict
+    vs: dict
+    chains: np.ndarray
+    under_do: np.ndarray
+    under_vs: np.ndarray
+    n_units: int
+    given: str
+    seed: int
+    diagnostics: dict
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def draws(self) -> np.ndarray:
+        """Effect draws flattened to (chains * draws,)."""
+        return self.chains.reshape(-1)
+
+    def mean(self) -> float:
+        """Posterior mean of the effect."""
+        return float(self.draws.mean())
+
+    def sd(self) -> float:
+        """Posterior standard deviation of the effect."""
+        return float(self.draws.std())
+
+    def interval(self, prob: float = 0.9) -> tuple[float, float]:
+        """Equal-tailed credible interval."""
+        return interval(self.draws, prob)
+
+    def prob_positive(self) -> float:
+        """Posterior probability that the effect is above zero."""
+        return float((self.draws > 0).mean())
+
+    def mcse(self) -> float:
+        """Monte Carlo standard error of the posterior mean."""
+        return mcse_mean(self.chains)
+
+    def summary(self, prob: float = 0.9) -> pd.DataFrame:
+        """Tidy table: the effect and the mean outcome under each intervention."""
+        rows = []
+        for label, d in (("effect", self.chains), ("under do", self.under_do), ("under vs", self.under_vs)):
+            lo, hi = interval(d, prob)
+            rows.append({
+                "quantity": label, "estimate": float(d.mean()), "lower": lo, "upper": hi,
+                "mcse": mcse_mean(d), "prob_positive": float((d > 0).mean()) if label == "effect" else np.nan,
+            })
+        return pd.DataFrame(rows).set_index("quantity")
+
+    def to_dict(self, prob: float = 0.9) -> dict:
+        """JSON-ready summary with the interval, MCSE, seed and diagnostics."""
+        lo, hi = self.interval(prob)
+        return {
+            "kind": "effect", "outcome": self.outcome, "do": _jsonable(self.do), "vs": _jsonable(self.vs),
+            "given": self.given, "n_units": self.n_units, "estimate": self.mean(), "sd": self.sd(),
+            "lower": lo, "upper": hi, "prob": prob, "mcse": self.mcse(),
+            "prob_positive": self.prob_positive(), "seed": self.seed,
+            "diagnostics": self.diagnostics, "warnings": list(self.warnings),
+        }
+
+    def __repr__(self) -> str:
+        lo, hi = self.interval(0.9)
+        return (f"EffectResult({self.outcome}: mean {self.mean():.4g}, 90% interval [{lo:.4g}, {hi:.4g}], "
+                f"P(>0) {self.prob_positive():.3f}, {self.n_units} units)")
+
+
+def _jsonable(d):
+    out = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, (int, float, str, bool)) or v is None:
+            out[k] = v
+        elif isinstance(v, np.generic):
+            out[k] = v.item()
+        else:
+            out[k] = repr(v)
+    return out
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """Interventional (or observational) predictive samples of new units.
+
+    Each sample uses its own posterior draw (``draw_index``) and fresh noise, so the samples
+    carry both parameter uncertainty and noise.
+    """
+
+    values: dict
+    draw_index: np.ndarray
+    do: dict
+    seed: int
+    diagnostics: dict
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.values:
+            from causal_wm.errors import suggest
+
+            raise QueryError(f"{name!r} is not a simulated node.{suggest(name, self.values)}")
+        return self.values[name]
+
+    def to_frame(self) -> pd.DataFrame:
+        """All samples as a DataFrame, one column per node."""
+        return pd.DataFrame(self.values)
+
+    def summary(self, prob: float = 0.9) -> pd.DataFrame:
+        """Per numeric node: mean, SD, and the central ``prob`` predictive interval."""
+        rows = []
+        for k, v in self.values.items():
+            if v.dtype.kind not in "fiub":
+                continue
+            lo, hi = interval(v, prob)
+            rows.append({"node": k, "estimate": float(v.mean()), "sd": float(v.std()), "lower": lo, "upper": hi,
+                         "mcse": float(v.std() / np.sqrt(len(v)))})
+        return pd.DataFrame(rows).set_index("node")
+
+    def to_dict(self, prob: float = 0.9) -> dict:
+        """JSON-ready summary."""
+        return {"kind": "simulate", "do": _jsonable(self.do), "n": len(self.draw_index),
+                "nodes": self.summary(prob).reset_index().to_dict("records"), "prob": prob,
+                "seed": self.seed, "diagnostics": self.diagnostics}
+
+
+@dataclass(frozen=True)
+class CounterfactualResult:
+    """Unit-level counterfactuals: per posterior draw, what each unit's nodes would have been.
+
+    ``result[name]`` is an array shaped (draws, units) in original units for every node
+    downstream of the intervention (and the intervened nodes); other nodes equal their factual
+    values. With ``summary_only=True`` only per-unit summaries are kept.
+    """
+
+    values: dict
+    factual: pd.DataFrame
+    do: dict
+    seed: int
+    diagnostics: dict
+    summaries: dict = field(default_factory=dict)
+    prob: float = 0.9
+    assumption: str = COUPLING
+    levels: dict = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name in self.values:
+            return self.values[name]
+        if name in self.factual.columns:
+            if self.summaries:
+                raise QueryError(f"{name!r} is not affected by the intervention; see .factual.")
+            n = next(iter(self.values.values())).shape[0] if self.values else 1
+            return np.broadcast_to(self.factual[name].to_numpy(), (n, len(self.factual)))
+        from causal_wm.errors import suggest
+
+        raise QueryError(f"{name!r} is not a node of this counterfactual.{suggest(name, self.factual.columns)}")
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """Nodes the intervention can change."""
+        return tuple(self.summaries or self.values)
+
+    def summary(self, prob: float | None = None, node: str | None = None) -> pd.DataFrame:
+        """Per unit and affected node: factual value, counterfactual mean, SD and interval."""
+        nodes = [node] if node else list(self.nodes)
+        frames = []
+        for k in nodes:
+            if self.summaries:
+                if prob is not None and prob != self.prob:
+                    raise QueryError(f"this result kept summaries at prob={self.prob} only.")
+                s = self.summaries[k]
+                mean, sd, lo, hi = s[:, 0], s[:, 1], s[:, 2], s[:, 3]
+            else:
+                d = self[k]
+                p = _prob(prob if prob is not None else self.prob)
+                mean, sd = d.mean(axis=0), d.std(axis=0)
+                lo, hi = np.quantile(d, [(1 - p) / 2, (1 + p) / 2], axis=0)
+            fact = self.factual[k].to_numpy() if k in self.factual.columns else np.full(len(mean), np.nan)
+            frames.append(pd.DataFrame({
+                "unit": self.factual.index, "node": k, "factual": fact, "estimate": mean, "sd": sd,
+                "lower": lo, "upper": hi,
+            }))
+        return pd.concat(frames, ignore_index=True)
+
+    def to_dict(self, prob: float = 0.9) -> dict:
+        """JSON-ready summary (per unit rows)."""
+        return {"kind": "counterfactual", "do": _jsonable(self.do), "n_units": len(self.factual),
+                "rows": self.summary(prob if not self.summaries else None).to_dict("records"),
+                "assumption": self.assumption, "seed": self.seed, "diagnostics": self.diagnostics}

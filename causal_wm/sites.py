@@ -1,0 +1,52 @@
+"""Internal parameter (site) names, built in this one place.
+
+User names pass through unchanged into coordinates; a double underscore (not allowed in node
+names) separates the parts, so names never collide.
+"""
+
+UNIT = "unit"
+
+
+def intercept(node: str) -> str:
+    """Intercept of ``node``'s mechanism."""
+    return f"{node}__intercept"
+
+
+def coef(node: str) -> str:
+    """Coefficients of ``node``'s design columns."""
+    return f"{node}__b"
+
+
+def extra(node: str, param: str) -> str:
+    """A family parameter of ``node`` (``sigma``, ``nu``, ``phi``)."""
+    return f"{node}__{param}"
+
+
+def group_sd(node: str, group: str) -> str:
+    """SDs of ``node``'s group-level effects by ``group``."""
+    return f"{node}__sd__{group}"
+
+
+def group_raw(node: str, group: str) -> str:
+    """Standard-normal raw group effects (non-centred parameterisation)."""
+    return f"{node}__z__{group}"
+
+
+def group_effect(node: str, group: str) -> str:
+    """Group-level effects of ``node`` by ``group`` (levels x columns)."""
+    return f"{node}__re__{group}"
+
+
+def term_dim(node: str) -> str:
+    """Dimension of ``node``'s design columns."""
+    return f"{node}__term"
+
+
+def level_dim(node: str) -> str:
+    """Dimension of a categorical node's non-reference levels."""
+    return f"{node}__level"
+
+
+def effect_dim(node: str, group: str) -> str:
+    """Dimension of the group-level columns of ``node`` by ``group``."""
+    return f"{node}__{group}__effect"

@@ -1,0 +1,415 @@
+"""The structural causal model as data: nodes, their mechanisms and priors.
+
+An :class:`SCM` is a frozen value. It is built from a YAML model file (:func:`load_model`), a
+dict of the same schema (:meth:`SCM.from_dict`) or the small :class:`SCMBuilder`. Its graph is
+derived from the formulas: a node's parents are the variables its formula names.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from causal_wm.errors import ModelSpecError, suggest
+from causal_wm.families import FAMILIES, Family, get_family
+from causal_wm.formula import NAME_RE, Formula, parse_formula
+from causal_wm.priors import Prior, default_prior
+
+NODE_KEYS = {"family", "formula", "latent", "priors", "levels", "description", "missing", "type"}
+MODEL_KEYS = {"name", "description", "data", "nodes", "sources", "assumptions"}
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One variable of the SCM and its mechanism.
+
+    Attributes
+    ----------
+    name : str
+        Variable name; also its data column.
+    family : str
+        Family name (see :mod:`causal_wm.families`).
+    formula : str or None
+        Right-hand side of the mechanism; ``None`` for a root.
+    latent : bool
+        Unobserved: gets a per-unit posterior instead of a data column.
+    priors : tuple of (str, Prior)
+        Prior overrides by parameter name (``b``, ``b[term]``, ``sigma``, ...).
+    levels : tuple or None
+        Category labels of a categorical node, in order (the first is the reference).
+    description : str
+        Free text for reports.
+    auto : bool
+        True for grouping factors added because a formula names them without declaring them.
+    """
+
+    name: str
+    family: str = "normal"
+    formula: str | None = None
+    latent: bool = False
+    priors: tuple[tuple[str, Prior], ...] = ()
+    levels: tuple | None = None
+    description: str = ""
+    auto: bool = False
+    parsed: Formula = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not NAME_RE.match(self.name) or "__" in self.name:
+            raise ModelSpecError(
+                f"node name {self.name!r} is not allowed: use letters, digits and single "
+                "underscores, starting with a letter (e.g. 're78', 'min_wage')."
+            )
+        fam = get_family(self.family)
+        if self.latent and fam.name != "normal":
+            raise ModelSpecError(
+                f"node {self.name!r}: latent nodes must have family 'normal' (a standardised "
+                f"unobserved factor), got {self.family!r}."
+            )
+        object.__setattr__(self, "parsed", parse_formula(self.name, self.formula))
+        if fam.name == "categorical" and self.parsed.groups:
+            raise ModelSpecError(
+                f"node {self.name!r}: group terms on categorical nodes are not supported; "
+                "add the grouping variable as a main effect instead."
+            )
+        allowed = {"intercept", "b", "sd", *fam.extra}
+        for key, _ in self.priors:
+            base = key.split("[", 1)[0]
+            if base not in allowed:
+                raise ModelSpecError(
+                    f"node {self.name!r}: prior for unknown parameter {key!r}; a {fam.name} node "
+                    f"has {sorted(allowed)}.{suggest(base, allowed)}"
+                )
+            if "[" in key:
+                inner = key.split("[", 1)[1].rstrip("]")
+                labels = (
+                    [t.label for t in self.parsed.terms]
+                    if base == "b"
+                    else [g.label for g in self.parsed.groups]
+                )
+                if inner not in labels:
+                    raise ModelSpecError(
+                        f"node {self.name!r}: prior {key!r} names no term of its formula; "
+                        f"terms are {labels}.{suggest(inner, labels)}"
+                    )
+        if self.levels is not None and fam.name != "categorical":
+            raise ModelSpecError(
+                f"node {self.name!r}: 'levels' is only for categorical nodes (family is {fam.name})."
+            )
+
+    @property
+    def fam(self) -> Family:
+        """The node's :class:`~causal_wm.families.Family`."""
+        return FAMILIES[self.family]
+
+    @property
+    def parents(self) -> frozenset[str]:
+        """The variables the formula names."""
+        return self.parsed.variables
+
+    def prior(self, param: str, label: str | None = None) -> Prior:
+        """The prior of ``param`` (optionally for one term ``label``): override or default."""
+        table = dict(self.priors)
+        if label is not None and f"{param}[{label}]" in table:
+            return table[f"{param}[{label}]"]
+        if param in table:
+            return table[param]
+        return default_prior(param, self.family)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The node as it is written in a model file."""
+        d: dict[str, Any] = {"family": self.family}
+        if self.formula:
+            d["formula"] = self.formula
+        if self.latent:
+            d["latent"] = True
+        if self.priors:
+            d["priors"] = {k: p.to_dict() for k, p in self.priors}
+        if self.levels is not None:
+            d["levels"] = list(self.levels)
+        if self.description:
+            d["description"] = self.description
+        return d
+
+
+def _node_from_dict(name: str, d: Any) -> NodeSpec:
+    if d is None:
+        d = {}
+    if not isinstance(d, Mapping):
+        raise ModelSpecError(
+            f"node {name!r}: expected a mapping like {{family: normal, formula: 'a + b'}}, "
+            f"got {type(d).__name__} {d!r}."
+        )
+    unknown = set(d) - NODE_KEYS
+    if unknown:
+        key = sorted(map(str, unknown))[0]
+        raise ModelSpecError(
+            f"node {name!r}: unknown key {key!r}; allowed keys are {sorted(NODE_KEYS)}."
+            f"{suggest(key, NODE_KEYS)}"
+        )
+    priors = d.get("priors") or {}
+    if not isinstance(priors, Mapping):
+        raise ModelSpecError(f"node {name!r}: 'priors' must be a mapping of parameter -> prior.")
+    latent = d.get("latent", False)
+    if not isinstance(latent, bool):
+        raise ModelSpecError(f"node {name!r}: 'latent' must be true or false, got {latent!r}.")
+    levels = d.get("levels")
+    if levels is not None:
+        if not isinstance(levels, (list, tuple)) or len(levels) < 2 or len(set(levels)) != len(levels):
+            raise ModelSpecError(
+                f"node {name!r}: 'levels' must be a list of at least two distinct categories."
+            )
+        levels = tuple(levels)
+    family = d.get("family", "normal")
+    if not isinstance(family, str):
+        raise ModelSpecError(f"node {name!r}: 'family' must be a string, got {family!r}.")
+    return NodeSpec(
+        name=name,
+        family=family,
+        formula=d.get("formula"),
+        latent=latent,
+        priors=tuple((str(k), Prior.from_dict(v, where=f"{name}.{k}")) for k, v in priors.items()),
+        levels=levels,
+        description=str(d.get("description", "") or ""),
+    )
+
+
+@dataclass(frozen=True)
+class SCM:
+    """A structural causal model: named nodes, each a mechanism of its parents plus noise.
+
+    Build one with :func:`load_model`, :meth:`from_dict` or :class:`SCMBuilder`.
+
+    Examples
+    --------
+    >>> scm = SCM.from_dict({"name": "toy", "nodes": {
+    ...     "x": {"family": "normal"},
+    ...     "t": {"family": "bernoulli", "formula": "x"},
+    ...     "y": {"family": "normal", "formula": "t + x"}}})
+    >>> scm.order
+    ('x', 't', 'y')
+    >>> sorted(scm.graph.predecessors("y"))
+    ['t', 'x']
+    """
+
+    name: str
+    nodes: tuple[NodeSpec, ...]
+    description: str = ""
+    data: tuple[tuple[str, Any], ...] = ()
+    source: str | None = None
+
+    def __post_init__(self):
+        if not self.nodes:
+            raise ModelSpecError(f"model {self.name!r} has no nodes; declare at least one under 'nodes:'.")
+        names = [n.name for n in self.nodes]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ModelSpecError(f"model {self.name!r}: node {dupes[0]!r} is declared twice.")
+        declared = set(names)
+        extra: list[NodeSpec] = []
+        for n in self.nodes:
+            group_vars = {g.group for g in n.parsed.groups}
+            for p in sorted(n.parents):
+                if p in declared:
+                    continue
+                if p in group_vars and p not in {e.name for e in extra}:
+                    extra.append(NodeSpec(p, "categorical", auto=True,
+                                          description="grouping factor (added automatically)"))
+                elif p not in group_vars:
+                    raise ModelSpecError(
+                        f"model {self.name!r}: node {n.name!r} names parent {p!r}, which is not a "
+                        f"node.{suggest(p, declared)} Declare it under 'nodes:' (use "
+                        "'latent: true' if it is unobserved)."
+                    )
+        for n in self.nodes:
+            for g in n.parsed.groups:
+                grp = next(m for m in (*self.nodes, *extra) if m.name == g.group)
+                if grp.family != "categorical":
+                    raise ModelSpecError(
+                        f"node {n.name!r}: grouping variable {g.group!r} must be categorical, "
+                        f"but it is declared with family {grp.family!r}."
+                    )
+        if extra:
+            object.__setattr__(self, "nodes", tuple(extra) + tuple(self.nodes))
+        self.graph  # noqa: B018 - builds the graph now so that a cycle fails at construction
+
+    # ------------------------------------------------------------------ structure
+    @functools.cached_property
+    def graph(self) -> nx.DiGraph:
+        """The causal graph: an edge ``parent -> child`` for every variable a formula names."""
+        g = nx.DiGraph()
+        for n in self.nodes:
+            g.add_node(n.name, family=n.family, latent=n.latent)
+        for n in self.nodes:
+            for p in n.parents:
+                g.add_edge(p, n.name)
+        if not nx.is_directed_acyclic_graph(g):
+            cycle = nx.find_cycle(g)
+            path = " -> ".join([e[0] for e in cycle] + [cycle[0][0]])
+            raise ModelSpecError(
+                f"model {self.name!r} has a cycle: {path}. An SCM must be acyclic; remove one "
+                "of these edges from the formulas (or model the feedback over time with lagged "
+                "variables)."
+            )
+        return g
+
+    @functools.cached_property
+    def order(self) -> tuple[str, ...]:
+        """Node names in a topological order (stable: ties keep declaration order)."""
+        pos = {n.name: i for i, n in enumerate(self.nodes)}
+        return tuple(nx.lexicographical_topological_sort(self.graph, key=lambda v: pos[v]))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Node names in declaration order."""
+        return tuple(n.name for n in self.nodes)
+
+    def node(self, name: str) -> NodeSpec:
+        """The :class:`NodeSpec` called ``name``; :class:`ModelSpecError` if there is none."""
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        from causal_wm.errors import QueryError
+
+        raise QueryError(
+            f"{name!r} is not a node of model {self.name!r}.{suggest(name, self.names)} "
+            f"Nodes are {list(self.names)}."
+        )
+
+    def parents(self, name: str) -> tuple[str, ...]:
+        """The parents of ``name`` in topological order."""
+        self.node(name)
+        ps = set(self.graph.predecessors(name))
+        return tuple(v for v in self.order if v in ps)
+
+    def descendants(self, names) -> frozenset[str]:
+        """Every node downstream of any of ``names`` (excluding the names themselves)."""
+        out: set[str] = set()
+        for n in names:
+            out |= nx.descendants(self.graph, n)
+        return frozenset(out)
+
+    @property
+    def observed(self) -> tuple[str, ...]:
+        """Names of nodes that must be data columns (topological order)."""
+        return tuple(v for v in self.order if not self.node(v).latent)
+
+    @property
+    def latent(self) -> tuple[str, ...]:
+        """Names of latent nodes (topological order)."""
+        return tuple(v for v in self.order if self.node(v).latent)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_dict(cls, d: Mapping, source: str | None = None, lines: Mapping | None = None) -> SCM:
+        """Build an SCM from a mapping with the model-file schema.
+
+        ``lines`` maps node names to line numbers in ``source`` for error messages.
+        """
+        where = f" (file {source})" if source else ""
+        if not isinstance(d, Mapping):
+            raise ModelSpecError(f"a model must be a mapping with 'name' and 'nodes'{where}.")
+        unknown = set(d) - MODEL_KEYS
+        if unknown:
+            key = sorted(map(str, unknown))[0]
+            raise ModelSpecError(
+                f"unknown top-level key {key!r}{where}; allowed keys are {sorted(MODEL_KEYS)}."
+                f"{suggest(key, MODEL_KEYS)}"
+            )
+        nodes_d = d.get("nodes")
+        if not isinstance(nodes_d, Mapping) or not nodes_d:
+            raise ModelSpecError(
+                f"model{where} needs 'nodes:', a mapping of node name -> "
+                "{family: ..., formula: ...}."
+            )
+        nodes = []
+        for name, nd in nodes_d.items():
+            try:
+                nodes.append(_node_from_dict(str(name), nd))
+            except ModelSpecError as exc:
+                line = (lines or {}).get(str(name))
+                loc = f" [{source}, line {line}]" if source and line else where
+                raise ModelSpecError(f"{exc}{loc}") from None
+        name = d.get("name") or (Path(source).stem if source else "model")
+        data = d.get("data") or {}
+        if not isinstance(data, Mapping):
+            raise ModelSpecError(
+                f"'data'{where} must be a mapping like {{path: data.csv}} or "
+                "{package: causaldata, table: nsw_mixtape}."
+            )
+        try:
+            return cls(
+                name=str(name),
+                nodes=tuple(nodes),
+                description=str(d.get("description", "") or ""),
+                data=tuple(data.items()),
+                source=source,
+            )
+        except ModelSpecError as exc:
+            raise ModelSpecError(f"{exc}{where}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The model as a mapping with the model-file schema (round-trips through from_dict)."""
+        d: dict[str, Any] = {"name": self.name}
+        if self.description:
+            d["description"] = self.description
+        if self.data:
+            d["data"] = dict(self.data)
+        d["nodes"] = {n.name: n.to_dict() for n in self.nodes if not n.auto}
+        return d
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, data, backend: str = "numpyro", **kwargs):
+        """Fit the model to a DataFrame and return a :class:`~causal_wm.posterior.Posterior`.
+
+        Parameters
+        ----------
+        data : pandas.DataFrame
+            One row per unit, one column per observed node (grouping factors included).
+        backend : {"numpyro", "pymc"}
+            Which probabilistic programming backend samples the posterior.
+        **kwargs
+            ``chains``, ``draws``, ``warmup``, ``target_accept``, ``seed``, ``method``
+            (``"nuts"`` or ``"svi"``), ``progress``; see :func:`causal_wm.fitting.fit`.
+        """
+        from causal_wm.fitting import fit
+
+        return fit(self, data, backend=backend, **kwargs)
+
+    def load_data(self, base: str | Path | None = None):
+        """Load the model's declared data source (``data:`` in the file) as a DataFrame."""
+        from causal_wm.sources import load_source
+
+        if not self.data:
+            raise ModelSpecError(f"model {self.name!r} declares no 'data:' source.")
+        base = base if base is not None else (Path(self.source).parent if self.source else None)
+        return load_source(dict(self.data), base=base)
+
+
+class SCMBuilder:
+    """A small programmatic builder of :class:`SCM` values.
+
+    Examples
+    --------
+    >>> scm = (SCMBuilder("toy").node("x").node("y", "normal", "x").build())
+    >>> scm.parents("y")
+    ('x',)
+    """
+
+    def __init__(self, name: str, description: str = ""):
+        self._name = name
+        self._description = description
+        self._nodes: dict[str, dict] = {}
+
+    def node(self, name: str, family: str = "normal", formula: str | None = None, **options) -> SCMBuilder:
+        """Add node ``name`` with ``family`` and ``formula`` (and any model-file node keys)."""
+        self._nodes[name] = {"family": family, "formula": formula, **options}
+        return self
+
+    def build(self) -> SCM:
+        """Validate and return the :class:`SCM`."""
+        return SCM.from_dict({"name": self._name, "description": self._description, "nodes": self._nodes})

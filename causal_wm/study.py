@@ -1,0 +1,340 @@
+"""Reproducible studies: a YAML file names a model, data, fit settings, seed and queries.
+
+``Study.run(out)`` fits, answers every query and writes one results folder atomically: it is
+built in a temporary sibling folder and renamed at the end, so a failed or interrupted run
+leaves no half-written results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from causal_wm.errors import CausalWMError, StudyError, suggest
+from causal_wm.library import read_yaml, resolve
+
+log = logging.getLogger(__name__)
+
+STUDY_KEYS = {"name", "description", "model", "data", "fit", "seed", "queries", "expect"}
+FIT_KEYS = {"backend", "method", "chains", "draws", "warmup", "target_accept", "guide", "steps", "sampler"}
+QUERY_KEYS = {
+    "effect": {"name", "kind", "outcome", "do", "vs", "given", "level", "question"},
+    "simulate": {"name", "kind", "do", "n", "question"},
+    "counterfactual": {"name", "kind", "do", "units", "draws", "question", "summary_only"},
+}
+
+
+def _where(study_path, lines, key) -> str:
+    line = lines.get(key)
+    return f" [{study_path}, line {line}]" if line else f" [{study_path}]"
+
+
+def parse_intervention(name: str, v: Any, where: str):
+    """A study file's intervention value -> a Python intervention (data only, no code)."""
+    from causal_wm import interventions as iv
+
+    if isinstance(v, Mapping):
+        if set(v) == {"shift"}:
+            return iv.shift(v["shift"])
+        if set(v) == {"scale"}:
+            return iv.scale(v["scale"])
+        dist = v.get("distribution")
+        args = {k: x for k, x in v.items() if k != "distribution"}
+        makers = {"bernoulli": iv.bernoulli, "normal": iv.normal, "uniform": iv.uniform}
+        if dist in makers:
+            try:
+                return makers[dist](**args)
+            except TypeError:
+                raise StudyError(f"do.{name}: wrong parameters {sorted(args)} for {dist}{where}.") from None
+        raise StudyError(
+            f"do.{name}: expected a value, {{shift: d}}, {{scale: k}} or {{distribution: bernoulli|normal|"
+            f"uniform, ...}}, got {v!r}{where}."
+        )
+    if isinstance(v, (list, dict)):
+        raise StudyError(f"do.{name}: expected a single value, got {v!r}{where}.")
+    return v
+
+
+@dataclass(frozen=True)
+class Study:
+    """A study loaded from YAML. Use :meth:`load` then :meth:`run`."""
+
+    name: str
+    path: str
+    spec: dict
+    lines: dict
+
+    @classmethod
+    def load(cls, path: str | Path) -> Study:
+        """Load and validate a study file (by path or library name)."""
+        p = resolve(path, "studies")
+        data, lines = read_yaml(p, error=StudyError)
+        if not isinstance(data, Mapping):
+            raise StudyError(f"{p}: a study must be a mapping with 'model' and 'queries'.")
+        for k in data:
+            if k not in STUDY_KEYS:
+                raise StudyError(f"unknown key {k!r}{_where(p, lines, k)}; allowed: {sorted(STUDY_KEYS)}."
+                                 f"{suggest(str(k), STUDY_KEYS)}")
+        if "model" not in data:
+            raise StudyError(f"{p}: missing 'model:' (a library name or a path to a model YAML).")
+        fit = data.get("fit") or {}
+        if not isinstance(fit, Mapping):
+            raise StudyError(f"'fit' must be a mapping{_where(p, lines, 'fit')}.")
+        for k in fit:
+            if k not in FIT_KEYS:
+                raise StudyError(f"unknown fit setting {k!r}{_where(p, lines, k)}; allowed: {sorted(FIT_KEYS)}."
+                                 f"{suggest(str(k), FIT_KEYS)}")
+        seed = data.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise StudyError(f"'seed' must be a non-negative integer, got {seed!r}{_where(p, lines, 'seed')}.")
+        queries = data.get("queries") or []
+        if not isinstance(queries, list) or not queries:
+            raise StudyError(f"'queries' must be a non-empty list{_where(p, lines, 'queries')}.")
+        names = set()
+        for q in queries:
+            if not isinstance(q, Mapping) or "name" not in q:
+                raise StudyError(f"each query needs a mapping with a 'name'{_where(p, lines, 'queries')}.")
+            kind = q.get("kind")
+            if kind not in QUERY_KEYS:
+                raise StudyError(f"query {q['name']!r}: kind must be one of {sorted(QUERY_KEYS)}, got {kind!r}"
+                                 f"{_where(p, lines, str(q['name']))}.")
+            for k in q:
+                if k not in QUERY_KEYS[kind]:
+                    raise StudyError(f"query {q['name']!r}: unknown key {k!r}{_where(p, lines, str(q['name']))}; "
+                                     f"allowed: {sorted(QUERY_KEYS[kind])}.{suggest(str(k), QUERY_KEYS[kind])}")
+            if q["name"] in names:
+                raise StudyError(f"query name {q['name']!r} is used twice{_where(p, lines, str(q['name']))}.")
+            names.add(q["name"])
+        for e in data.get("expect") or []:
+            if not isinstance(e, Mapping) or e.get("query") not in names:
+                raise StudyError(f"expect entry {e!r} must name a query of this study{_where(p, lines, 'expect')}.")
+        return cls(name=str(data.get("name") or p.stem), path=str(p), spec=dict(data), lines=lines)
+
+    # ------------------------------------------------------------------ running
+    def model(self):
+        """The study's SCM (model path relative to the study file, or a library name)."""
+        from causal_wm.library import load_model
+
+        m = self.spec["model"]
+        cand = Path(self.path).parent / str(m)
+        return load_model(cand if cand.suffix in (".yaml", ".yml") and cand.exists() else m)
+
+    def data(self, scm) -> pd.DataFrame:
+        """The study's data: its own ``data:`` or the model's."""
+        from causal_wm.sources import load_source
+
+        spec = self.spec.get("data")
+        if spec:
+            return load_source(dict(spec), base=Path(self.path).parent)
+        return scm.load_data()
+
+    def run(self, out: str | Path = "results", backend: str | None = None, seed: int | None = None,
+            draws: int | None = None, chains: int | None = None, warmup: int | None = None,
+            progress: bool = False) -> Path:
+        """Fit, answer every query, check ``expect:``, and write ``out/<study name>/`` atomically.
+
+        Returns the results folder. Raises :class:`StudyError` if an expectation fails (the
+        results are still written, with the failure recorded).
+        """
+        t0 = time.time()
+        scm = self.model()
+        df = self.data(scm)
+        fit_kw = dict(self.spec.get("fit") or {})
+        if backend:
+            fit_kw["backend"] = backend
+        for k, v in (("draws", draws), ("chains", chains), ("warmup", warmup)):
+            if v is not None:
+                fit_kw[k] = v
+        seed_used = int(self.spec.get("seed", 0) if seed is None else seed)
+        # validate every query against the model before sampling starts
+        queries = [self._query(q, scm) for q in self.spec["queries"]]
+        post = scm.fit(df, seed=seed_used, progress=progress, **fit_kw)
+        t_fit = time.time() - t0
+        results = {}
+        for q, (fn, kwargs) in zip(self.spec["queries"], queries, strict=True):
+            results[q["name"]] = fn(post, df, **kwargs)
+        checks = self._check(results)
+        final = Path(out) / self.name
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{self.name}.", dir=final.parent))
+        tmp.chmod(0o755)
+        try:
+            self._write(tmp, post, df, results, checks, seed_used, t_fit, time.time() - t0)
+            _replace_dir(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        failed = [c for c in checks if not c["passed"]]
+        if failed:
+            raise StudyError(
+                "expectations failed: " + "; ".join(c["description"] for c in failed) + f" (results in {final})"
+            )
+        return final
+
+    def _query(self, q, scm):
+        from causal_wm.interventions import check_names
+
+        where = _where(self.path, self.lines, str(q["name"]))
+        do = {k: parse_intervention(k, v, where) for k, v in (q.get("do") or {}).items()}
+        vs = {k: parse_intervention(k, v, where) for k, v in (q.get("vs") or {}).items()}
+        try:
+            check_names(scm, list(do) + list(vs), f"query {q['name']!r}")
+            if q["kind"] == "effect":
+                check_names(scm, [q.get("outcome")], f"query {q['name']!r} outcome")
+                given = q.get("given")
+                if given is not None:
+                    check_names(scm, list(given), f"query {q['name']!r} given")
+                return _run_effect, {"outcome": q["outcome"], "do": do, "vs": vs, "given": given,
+                                     "level": q.get("level")}
+            if q["kind"] == "simulate":
+                return _run_simulate, {"do": do, "n": int(q.get("n", 1000))}
+            units = q.get("units")
+            if units is not None:
+                check_names(scm, list(units), f"query {q['name']!r} units")
+            return _run_counterfactual, {"do": do, "units": units, "draws": q.get("draws"),
+                                         "summary_only": bool(q.get("summary_only", False))}
+        except CausalWMError as exc:
+            raise StudyError(f"{exc}{where}") from None
+
+    def _check(self, results) -> list[dict]:
+        checks = []
+        for e in self.spec.get("expect") or []:
+            res = results[e["query"]]
+            for key, val in e.items():
+                if key == "query":
+                    continue
+                if key == "estimate_within":
+                    x = res.mean()
+                    ok = val[0] <= x <= val[1]
+                    desc = f"{e['query']}: estimate {x:.4g} within [{val[0]}, {val[1]}]"
+                elif key == "interval_covers":
+                    lo, hi = res.interval(0.9)
+                    ok = lo <= val <= hi
+                    desc = f"{e['query']}: 90% interval [{lo:.4g}, {hi:.4g}] covers {val}"
+                elif key == "prob_positive_above":
+                    x = res.prob_positive()
+                    ok = x > val
+                    desc = f"{e['query']}: P(effect > 0) = {x:.3f} above {val}"
+                else:
+                    raise StudyError(f"unknown expectation {key!r}; use estimate_within, interval_covers or "
+                                     "prob_positive_above.")
+                checks.append({"query": e["query"], "check": key, "description": desc, "passed": bool(ok)})
+        return checks
+
+    def _write(self, d: Path, post, df, results, checks, seed, t_fit, t_total):
+        import causal_wm
+
+        post.idata.to_netcdf(str(d / "posterior.nc"))
+        rows = []
+        payload = {}
+        for name, res in results.items():
+            payload[name] = res.to_dict()
+            rows.extend(_summary_rows(name, res))
+            if hasattr(res, "factual"):
+                res.summary().to_csv(d / f"counterfactual_{name}.csv", index=False, float_format="%.10g")
+        pd.DataFrame(rows).to_csv(d / "summary.csv", index=False, float_format="%.10g")
+        (d / "results.json").write_text(json.dumps(
+            {"study": self.name, "model": post.scm.name, "seed": seed, "queries": payload, "expect": checks,
+             "diagnostics": post.diagnostics().to_dict(), "ppc": post.ppc().reset_index().to_dict("records")},
+            indent=2, default=_json_default))
+        manifest = {
+            "study": self.name,
+            "study_sha256": hashlib.sha256(Path(self.path).read_bytes()).hexdigest(),
+            "data_sha256": hashlib.sha256(pd.util.hash_pandas_object(df, index=True).values.tobytes()).hexdigest(),
+            "seed": seed, "settings": {k: getattr(post.settings, k) for k in post.settings.__dataclass_fields__},
+            "versions": _versions(), "causal_wm": causal_wm.__version__, "git": _git_sha(),
+            "timings_s": {"fit": round(t_fit, 3), "total": round(t_total, 3)},
+            "command": f"causal-wm run {self.path} --seed {seed}",
+        }
+        (d / "manifest.json").write_text(json.dumps(manifest, indent=2, default=_json_default))
+
+
+def _run_effect(post, df, **kw):
+    return post.effect(kw["outcome"], do=kw["do"], vs=kw["vs"], given=kw["given"], level=kw["level"])
+
+
+def _run_simulate(post, df, **kw):
+    return post.simulate(do=kw["do"], n=kw["n"])
+
+
+def _run_counterfactual(post, df, **kw):
+    units = df
+    if kw["units"]:
+        mask = np.ones(len(df), dtype=bool)
+        for k, v in kw["units"].items():
+            mask &= df[k].isin(v if isinstance(v, list) else [v]).to_numpy()
+        units = df[mask]
+    return post.counterfactual(units=units, do=kw["do"], draws=kw["draws"], summary_only=kw["summary_only"])
+
+
+def _summary_rows(name, res) -> list[dict]:
+    kind = res.to_dict()["kind"] if not hasattr(res, "factual") else "counterfactual"
+    if kind == "effect":
+        t = res.summary(0.9).reset_index()
+        return [{"query": name, "kind": kind, "quantity": r["quantity"], "estimate": r["estimate"],
+                 "lower": r["lower"], "upper": r["upper"], "mcse": r["mcse"]} for _, r in t.iterrows()]
+    if kind == "simulate":
+        t = res.summary(0.9).reset_index()
+        return [{"query": name, "kind": kind, "quantity": f"{r['node']} (predictive)", "estimate": r["estimate"],
+                 "lower": r["lower"], "upper": r["upper"], "mcse": r["mcse"]} for _, r in t.iterrows()]
+    t = res.summary()
+    out = []
+    for node, g in t.groupby("node", sort=False):
+        out.append({"query": name, "kind": kind, "quantity": f"{node} (mean over {len(g)} units)",
+                    "estimate": float(g["estimate"].mean()), "lower": float(g["lower"].mean()),
+                    "upper": float(g["upper"].mean()), "mcse": float("nan")})
+    return out
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Move ``tmp`` into place as ``final``; an older ``final`` is swapped out, then removed."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old.{os.getpid()}.{time.time_ns()}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for p in ("numpy", "scipy", "pandas", "jax", "numpyro", "arviz", "numba", "pymc", "networkx", "dowhy"):
+        try:
+            out[p] = version(p)
+        except PackageNotFoundError:
+            out[p] = None
+    return out
+
+
+def _git_sha() -> str | None:
+    import subprocess
+
+    try:
+        r = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                           cwd=Path(__file__).parent)
+        return r.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
