@@ -478,7 +478,7 @@ def units_summary_kernel(prog, theta, data, orig, lat, units, draws, key, src_f,
             row = np.sort(buf[o])
             m = row.mean()
             out[j, o, 0] = m
-            out[j, o, 1] = math.sqrt(max(0.0, (row * row).mean() - m * m))
+            out[j, o, 1] = math.sqrt(((row - m) ** 2).mean())  # two-pass: no cancellation
             out[j, o, 2] = _quantile(row, lo_q)
             out[j, o, 3] = _quantile(row, hi_q)
 

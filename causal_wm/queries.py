@@ -87,10 +87,12 @@ def effect(post, outcome: str, do: Mapping, vs: Mapping | None = None, given=Non
         level_code = 0
     ancestors = nx.ancestors(scm.graph, outcome) | {outcome}
     needed = np.array([n in ancestors for n in prog.names])
+    check_names(scm, vs, "vs")
+    # Both worlds regenerate everything downstream of either intervention, with shared noise, so
+    # the contrast carries no noise of its own (common random numbers).
+    src = _sources(post, set(do) | set(vs), "fresh")
     worlds = []
     for iv in (do, vs):
-        check_names(scm, iv, "do" if iv is do else "vs")
-        src = _sources(post, set(iv), "fresh")
         natural = _natural(post, iv, src, lambda n: post.plan.frame[n].to_numpy()[units])
         comp = compile_do(post, iv, len(units), natural)
         ivu = _expand_units(comp.per_unit, units, prog.data.shape[0])
