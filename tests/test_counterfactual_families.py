@@ -98,7 +98,7 @@ def test_monotone_coupling_never_reverses(all_fit):
 
 
 def test_effect_on_every_family_has_the_right_sign(all_fit):
-    df, post = all_fit
+    _, post = all_fit
     for node in ("yn", "yt", "yl", "yb", "yp", "ynb"):
         eff = post.effect(node, do={"t": 1}, vs={"t": 0})
         assert eff.interval(0.9)[0] > 0, node

@@ -180,8 +180,9 @@ def sample(plan, s):
 
     model = make_model(plan)
     key = jax.random.PRNGKey(stream(s.seed, "fit") % (2**31))
+    rel_change = None
     if s.method == "svi":
-        samples, stats = _svi(model, key, s, exclude=set(plan.scm.observed))
+        samples, stats, rel_change = _svi(model, key, s, exclude=set(plan.scm.observed))
         samples = {k: v[None] for k, v in samples.items()}
     else:
         method = "parallel" if jax.local_device_count() >= s.chains else "sequential"
@@ -220,7 +221,10 @@ def sample(plan, s):
         loglik = {k: np.asarray(v).reshape(C, D, plan.n) for k, v in ll.items()}
     else:
         log.info("log_likelihood skipped: %d draws x %d units is too large to store", C * D, plan.n)
-    return build_idata(plan, samples, stats, loglik, s)
+    idata = build_idata(plan, samples, stats, loglik, s)
+    if rel_change is not None:
+        idata.attrs["elbo_rel_change"] = rel_change
+    return idata
 
 
 def _svi(model, key, s, exclude):
@@ -233,14 +237,16 @@ def _svi(model, key, s, exclude):
         "normal": autoguide.AutoNormal,
         "mvn": autoguide.AutoMultivariateNormal,
     }[s.guide](model)
-    k1, k2 = jax.random.split(key)
+    k1, k2, k3 = jax.random.split(key, 3)
     svi = SVI(model, guide, Adam(s.learning_rate), Trace_ELBO())
     res = svi.run(k1, s.steps, progress_bar=s.progress)
-    pred = Predictive(model, guide=guide, params=res.params, num_samples=s.draws * s.chains,
-                      return_sites=None)
-    draws = pred(k2)
-    names = [k for k in draws if k not in exclude]
+    n = s.draws * s.chains
+    draws = dict(guide.sample_posterior(k2, res.params, sample_shape=(n,)))
+    derived = Predictive(model, posterior_samples=draws)(k3)  # deterministic sites
+    draws.update({k: v for k, v in derived.items() if k not in exclude and k not in draws})
     losses = np.asarray(res.losses)
-    tail = losses[-max(1, len(losses) // 10):]
-    stats = {"elbo_loss": np.full((1, s.draws * s.chains), float(tail.mean()))}
-    return {k: draws[k] for k in names}, stats
+    w = max(1, len(losses) // 10)
+    last, before = losses[-w:].mean(), losses[-2 * w:-w].mean() if len(losses) >= 2 * w else losses[:w].mean()
+    rel = float(abs(last - before) / max(abs(before), 1e-12))
+    stats = {"elbo_loss": np.full((1, n), float(last))}
+    return draws, stats, rel

@@ -1,0 +1,88 @@
+"""The flagship study end to end through the CLI, on the real NSW data, and atomic outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import causal_wm as cw
+from causal_wm.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = ROOT / "studies" / "job_training.yaml"
+PUBLISHED_ATE = 1794.0  # Dehejia & Wahba (1999), experimental estimate
+
+
+@pytest.fixture(scope="module")
+def flagship(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    r = CliRunner().invoke(app, ["run", str(STUDY), "--out", str(out), "--draws", "1000", "--chains", "2",
+                                 "--warmup", "500", "--quiet"])
+    assert r.exit_code == 0, r.output
+    return out / "job_training", r.output
+
+
+def test_flagship_ate_matches_published_experimental_estimate(flagship):
+    folder, output = flagship
+    res = json.loads((folder / "results.json").read_text())
+    ate = res["queries"]["ate"]
+    sd = ate["sd"]
+    print(f"NSW ATE: posterior mean {ate['estimate']:.0f}, sd {sd:.0f}, "
+          f"90% interval [{ate['lower']:.0f}, {ate['upper']:.0f}]; published {PUBLISHED_ATE:.0f}")
+    assert abs(ate["estimate"] - PUBLISHED_ATE) < sd
+    assert ate["lower"] < PUBLISHED_ATE < ate["upper"]
+    assert ate["diagnostics"]["ok"] and res["diagnostics"]["ok"]
+    assert all(c["passed"] for c in res["expect"])
+    assert "effect" in output and "expect: PASS" in output
+
+
+def test_results_folder_contents(flagship):
+    folder, _ = flagship
+    names = {p.name for p in folder.iterdir()}
+    assert {"posterior.nc", "results.json", "summary.csv", "manifest.json",
+            "counterfactual_treated_without_training.csv"} <= names
+    man = json.loads((folder / "manifest.json").read_text())
+    assert man["seed"] == 0 and len(man["data_sha256"]) == 64 and man["versions"]["numpyro"]
+    import arviz as az
+
+    idata = az.from_netcdf(folder / "posterior.nc")
+    assert {"posterior", "sample_stats", "observed_data", "log_likelihood"} <= set(idata.groups())
+    assert idata.posterior["re78__b"].dims == ("chain", "draw", "re78__term")
+
+
+def test_same_study_same_seed_identical_summary(flagship, tmp_path):
+    folder, _ = flagship
+    r = CliRunner().invoke(app, ["run", str(STUDY), "--out", str(tmp_path), "--draws", "1000", "--chains", "2",
+                                 "--warmup", "500", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "job_training" / "summary.csv").read_bytes() == (folder / "summary.csv").read_bytes()
+
+
+def test_failed_run_leaves_nothing(tmp_path, monkeypatch):
+    from causal_wm import study as study_mod
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(study_mod.Study, "_write", boom)
+    with pytest.raises(RuntimeError), pytest.warns(cw.ConvergenceWarning):  # 100 draws: too few, flagged
+        cw.Study.load(STUDY).run(tmp_path, draws=100, chains=1, warmup=100)
+    assert list(tmp_path.iterdir()) == []  # neither the results folder nor its temporary sibling
+
+
+def test_cli_error_is_one_line_and_nonzero(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: job_training\nqueries:\n  - {name: q, kind: effect, outcome: re78, do: {tret: 1}}\n")
+    r = CliRunner().invoke(app, ["run", str(bad), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 2
+    assert "tret" in r.output and "treat" in r.output
+    assert "Traceback" not in r.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_models_lists_library():
+    r = CliRunner().invoke(app, ["models"])
+    assert r.exit_code == 0 and "job_training" in r.output
