@@ -56,7 +56,7 @@ class NodeScale:
 
 
 def _rows(mask: np.ndarray, index) -> str:
-    idx = list(np.asarray(index)[mask][:8])
+    idx = np.asarray(index)[mask][:8].tolist()  # plain Python labels: 3, not np.int64(3)
     more = int(mask.sum()) - len(idx)
     return f"{idx}{f' and {more} more' if more > 0 else ''}"
 
@@ -68,6 +68,10 @@ def _column(df: pd.DataFrame, name: str, family: str, where: str) -> np.ndarray:
             f"Columns are {list(map(str, df.columns))[:30]}; add it, or mark the node 'latent: true'."
         )
     col = df[name]
+    if isinstance(col, pd.DataFrame):
+        raise DataError(
+            f"column {name!r} appears {col.shape[1]} times in the data; keep one column per node."
+        )
     if family == "categorical":
         vals = col.to_numpy(dtype=object)
         na = pd.isna(col).to_numpy()
@@ -79,7 +83,7 @@ def _column(df: pd.DataFrame, name: str, family: str, where: str) -> np.ndarray:
         return vals
     if col.dtype == bool:
         col = col.astype(float)
-    if not (pd.api.types.is_numeric_dtype(col)):
+    if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_complex_dtype(col):
         raise DataError(
             f"column {name!r} has type {col.dtype}, but node {name!r} is {family} and needs numbers. "
             "Convert it, or declare the node 'family: categorical'."
@@ -93,7 +97,10 @@ def _column(df: pd.DataFrame, name: str, family: str, where: str) -> np.ndarray:
         )
     inf = np.isinf(arr)
     if inf.any():
-        raise DataError(f"column {name!r} has infinite values in rows {_rows(inf, df.index)}.")
+        raise DataError(
+            f"column {name!r} has {int(inf.sum())} infinite values in rows {_rows(inf, df.index)}; "
+            "drop those rows or replace the values with finite numbers."
+        )
     return arr
 
 

@@ -38,6 +38,11 @@ class GroupBlock:
     columns: tuple[Column, ...]
     labels: tuple[str, ...]
 
+    @property
+    def prior_labels(self) -> tuple[str, ...]:
+        """The group terms as priors name them (``sd[1|region]``, ``sd[x|region]``)."""
+        return tuple(f"{c.term}|{self.group}" for c in self.columns)
+
 
 @dataclass(frozen=True)
 class NodeLayout:
@@ -103,11 +108,11 @@ def layouts(scm, scales: dict[str, NodeScale]) -> dict[str, NodeLayout]:
     return {name: node_layout(scm.node(name), scales) for name in scm.order}
 
 
-def column_values(xp, col: Column, pred: dict):
-    """Evaluate one design column with array module ``xp`` (numpy or jax.numpy)."""
+def column_values(col: Column, pred: dict):
+    """Evaluate one design column from predictor arrays (NumPy, JAX or PyTensor alike)."""
     out = None
     for var, level in col.factors:
-        v = pred[var] if level == NUMERIC else xp.asarray(pred[var] == level, dtype=pred[var].dtype)
+        v = pred[var] if level == NUMERIC else (pred[var] == level) * 1.0
         out = v if out is None else out * v
     return out
 

@@ -98,8 +98,17 @@ def settings(backend="numpyro", **kw) -> FitSettings:
     _check_int("warmup", s.warmup, 0)
     _check_int("seed", s.seed, 0)
     _check_int("steps", s.steps, 1)
-    if not 0 < float(s.target_accept) < 1:
+    if isinstance(s.target_accept, bool) or not isinstance(s.target_accept, (int, float)) \
+            or not 0 < s.target_accept < 1:
         raise QueryError(f"target_accept must be in (0, 1), got {s.target_accept!r}.")
+    if not isinstance(s.progress, bool):
+        raise QueryError(f"progress must be true or false, got {s.progress!r}.")
+    if isinstance(s.learning_rate, bool) or not isinstance(s.learning_rate, (int, float)) or not s.learning_rate > 0:
+        raise QueryError(f"learning_rate must be a positive number, got {s.learning_rate!r}.")
+    samplers = {"numpyro": ("default",), "pymc": ("default", "pymc", "nutpie", "numpyro", "blackjax")}[s.backend]
+    if s.sampler not in samplers:
+        raise QueryError(f"sampler {s.sampler!r} is not available with backend {s.backend!r}; choose one of "
+                         f"{list(samplers)}.")
     if s.guide not in ("lowrank", "normal", "mvn"):
         raise QueryError(f"guide must be 'lowrank', 'normal' or 'mvn', got {s.guide!r}.")
     return s

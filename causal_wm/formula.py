@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from causal_wm.errors import ModelSpecError
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+# Everything a formula may contain: names, 0/1, whitespace and the operators + - : * ( ) |.
+_NOT_ALLOWED_RE = re.compile(r"[^A-Za-z0-9_\s+\-:*()|]")
+_HELP = ("use variable names combined with '+', ':', '*' and group terms '(1 | g)' or '(x | g)'. "
+         "For a transformed variable (a power, log, ratio ...) add a derived column to the data instead.")
 
 
 @dataclass(frozen=True)
@@ -79,8 +83,28 @@ def _term_variables(term, node: str, formula: str) -> tuple[str, ...]:
                 "are allowed (model files are data, not code). Add a derived column to the data "
                 "instead."
             )
+        if not isinstance(comp.name, str) or not NAME_RE.match(comp.name):
+            raise ModelSpecError(
+                f"node {node!r}: formula {formula!r} names {comp.name!r}, which is not a variable "
+                f"name (numbers other than the intercept's 0 or 1 are not allowed); {_HELP}"
+            )
         out.append(comp.name)
     return tuple(out)
+
+
+def _check_text(node: str, rhs: str) -> None:
+    """Reject operators that formulae would silently reinterpret or drop (``x**2`` becomes ``x``)."""
+    bad = "**" if "**" in rhs else next(iter(_NOT_ALLOWED_RE.findall(rhs)), None)
+    if bad is not None:
+        raise ModelSpecError(f"node {node!r}: formula {rhs!r} uses {bad!r}, which is not allowed; {_HELP}")
+    depth = 0
+    for ch in rhs:
+        depth += (ch == "(") - (ch == ")")
+        if ch == "|" and depth == 0:
+            raise ModelSpecError(
+                f"node {node!r}: formula {rhs!r} has '|' outside parentheses; write group terms as "
+                "'(1 | g)' or '(x | g)'."
+            )
 
 
 def parse_formula(node: str, rhs: str | None) -> Formula:
@@ -99,6 +123,7 @@ def parse_formula(node: str, rhs: str | None) -> Formula:
             f"node {node!r}: write only the right-hand side of the formula (no '~'): "
             f"the node itself is the response. Got {rhs!r}."
         )
+    _check_text(node, rhs)
     from formulae import model_description
 
     try:

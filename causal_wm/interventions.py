@@ -155,16 +155,24 @@ def compile_do(post, do: Mapping | None, n_units: int, natural: dict | None = No
     ``natural`` maps node names to their natural values per unit (original units) where those
     are known before the kernel runs (data); callables are applied to them here.
     """
-    scm, scales = post.scm, post.plan.scales
-    names = post.program.names
+    return _compile(post.scm, post.plan.scales, post.program.names, do, n_units, natural)
+
+
+def check_do(scm, scales, do, n_units: int = 1) -> None:
+    """Validate ``do`` against a model and its data's scales without a posterior (e.g. before a
+    study fits); raises :class:`QueryError` like the query itself would."""
+    _compile(scm, scales, tuple(scm.order), do, n_units, None)
+
+
+def _compile(scm, scales, names, do, n_units: int, natural: dict | None) -> Compiled:
     kind = np.zeros(len(names), dtype=np.int64)
     value = np.zeros(len(names))
     per_unit = np.zeros((1, len(names)))
     tables: list[np.ndarray] = []
     callables: dict = {}
-    do = dict(do or {})
-    if not isinstance(do, Mapping):
+    if do is not None and not isinstance(do, Mapping):
         raise QueryError(f"do must be a mapping of node -> intervention, got {type(do).__name__}.")
+    do = dict(do or {})
     check_names(scm, do, "do")
     for name, v in do.items():
         node, sc, k = scm.node(name), scales[name], names.index(name)
@@ -199,7 +207,13 @@ def compile_do(post, do: Mapping | None, n_units: int, natural: dict | None = No
         elif callable(v):
             callables[name] = v
             if natural is not None and name in natural:
-                out = np.asarray(v(np.asarray(natural[name])))
+                nat = np.asarray(natural[name])
+                out = np.asarray(v(nat))
+                if out.shape != nat.shape:
+                    raise QueryError(
+                        f"do({name}=<callable>): it must return one value per unit (shape {nat.shape}), "
+                        f"got shape {out.shape}."
+                    )
                 kind[k] = K.PERUNIT
                 per_unit = _per_unit(per_unit, n_units, len(names))
                 per_unit[:, k] = _unit_values(name, node, sc, out, n_units)

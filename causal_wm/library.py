@@ -10,9 +10,10 @@ from pathlib import Path
 
 import yaml
 
-from causal_wm.errors import ModelSpecError, suggest
+from causal_wm.errors import ModelSpecError, StudyError, suggest
 
 MAX_FILE_BYTES = 1_000_000
+KINDS = {"models": "model", "studies": "study"}
 
 
 def library_dir(kind: str) -> Path:
@@ -30,6 +31,8 @@ def read_yaml(path: Path, error=ModelSpecError) -> tuple[object, dict[str, int]]
     Keys of ``nodes:`` and ``queries:`` get their own lines so that errors can point at them.
     """
     path = Path(path)
+    if path.is_dir():
+        raise error(f"{str(path)!r} is a folder; give the path of a YAML file.")
     if not path.is_file():
         raise error(f"file {str(path)!r} does not exist; check the path.")
     if path.stat().st_size > MAX_FILE_BYTES:
@@ -38,6 +41,12 @@ def read_yaml(path: Path, error=ModelSpecError) -> tuple[object, dict[str, int]]
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.load(text, Loader=yaml.SafeLoader)  # SafeLoader: no tags that build objects
+    except yaml.constructor.ConstructorError as exc:
+        raise error(
+            f"{path}: YAML tag {exc.problem.split('tag ', 1)[-1] if exc.problem else ''} is not allowed: "
+            "model and study files are data, so tags that build Python objects (like !!python/...) "
+            f"are refused. Remove the tag.\n{exc.problem_mark or ''}"
+        ) from None
     except yaml.YAMLError as exc:
         raise error(f"{path}: not valid YAML: {exc}") from None
     lines: dict[str, int] = {}
@@ -65,14 +74,23 @@ def resolve(name_or_path: str | Path, kind: str) -> Path:
     if cand.is_file():
         return cand
     names = list_library(kind)
-    raise ModelSpecError(
-        f"no {kind[:-1]} called {str(name_or_path)!r} in the library and no such file."
+    error = StudyError if kind == "studies" else ModelSpecError
+    raise error(
+        f"no {KINDS[kind]} called {str(name_or_path)!r} in the library and no such file."
         f"{suggest(str(name_or_path), names)} Available: {names}."
     )
 
 
 def list_library(kind: str) -> list[str]:
-    """Names of the shipped ``models`` or ``studies``."""
+    """Names of the shipped ``models`` or ``studies``.
+
+    Examples
+    --------
+    >>> "job_training" in list_library("models")
+    True
+    """
+    if kind not in KINDS:
+        raise ModelSpecError(f"the library holds {sorted(KINDS)}, not {kind!r}.{suggest(str(kind), KINDS)}")
     d = library_dir(kind)
     return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
 

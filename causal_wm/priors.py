@@ -26,6 +26,7 @@ Every prior can be overridden in a model file, per parameter (``b``) or per term
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from causal_wm.errors import ModelSpecError, suggest
@@ -78,7 +79,7 @@ class Prior:
                 f"got {d!r}."
             )
         dist = d["dist"]
-        if dist not in DISTRIBUTIONS:
+        if not isinstance(dist, str) or dist not in DISTRIBUTIONS:
             raise ModelSpecError(
                 f"prior for {where}: unknown distribution {dist!r}; expected one of "
                 f"{sorted(DISTRIBUTIONS)}.{suggest(str(dist), DISTRIBUTIONS)}"
@@ -97,6 +98,8 @@ class Prior:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise ModelSpecError(f"prior for {where}: {n} must be a number, got {v!r}.")
             v = float(v)
+            if not math.isfinite(v):
+                raise ModelSpecError(f"prior for {where}: {n} must be a finite number, got {v}.")
             if n != "loc" and not v > 0:
                 raise ModelSpecError(f"prior for {where}: {n} must be positive, got {v}.")
             params.append((n, v))
@@ -118,4 +121,7 @@ def default_prior(param: str, family: str) -> Prior:
         return Prior("halfnormal", (("scale", 1.0),))
     if param in ("nu", "phi"):
         return Prior("gamma", (("concentration", 2.0), ("rate", 0.1)))
-    raise KeyError(param)
+    raise ModelSpecError(
+        f"no parameter {param!r}: parameters are intercept, b, sigma, nu, phi and sd."
+        f"{suggest(str(param), ('intercept', 'b', 'sigma', 'nu', 'phi', 'sd'))}"
+    )

@@ -87,6 +87,7 @@ def effect(post, outcome: str, do: Mapping, vs: Mapping | None = None, given=Non
         level_code = 0
     ancestors = nx.ancestors(scm.graph, outcome) | {outcome}
     needed = np.array([n in ancestors for n in prog.names])
+    check_names(scm, do, "do")
     check_names(scm, vs, "vs")
     # Both worlds regenerate everything downstream of either intervention, with shared noise, so
     # the contrast carries no noise of its own (common random numbers).
@@ -95,6 +96,7 @@ def effect(post, outcome: str, do: Mapping, vs: Mapping | None = None, given=Non
     for iv in (do, vs):
         natural = _natural(post, iv, src, lambda n: post.plan.frame[n].to_numpy()[units])
         comp = compile_do(post, iv, len(units), natural)
+        _check_soft(post, iv, src, lambda n: post.plan.frame[n].to_numpy()[units])
         ivu = _expand_units(comp.per_unit, units, prog.data.shape[0])
         worlds.append((src, comp.kind, comp.value, ivu, comp.tables))
     tables = _merge_tables(worlds)
@@ -131,6 +133,17 @@ def _natural(post, iv, src, column) -> dict:
                 )
             out[name] = column(name)
     return out
+
+
+def _check_soft(post, iv, src, column) -> None:
+    """Shifted or scaled data must stay in the node's support (e.g. a lognormal stays positive)."""
+    from causal_wm.interventions import Scale, Shift, _internal_values
+
+    for name, v in iv.items():
+        if isinstance(v, Shift | Scale) and src[post.program.index(name)] == K.DATA:
+            x = column(name).astype(float)
+            moved = x + v.delta if isinstance(v, Shift) else x * v.factor
+            _internal_values(name, post.scm.node(name), post.plan.scales[name], moved)
 
 
 def _expand_units(per_unit, units, n_rows) -> np.ndarray:
@@ -222,8 +235,12 @@ def counterfactual(post, units: pd.DataFrame, do: Mapping, draws: int | None = N
     data, orig, rows = _unit_rows(post, units)
     src_f = np.array([K.LATENT if scm.node(n).latent else K.DATA for n in prog.names], dtype=np.int64)
     src_c = _sources(post, set(do), "abduct")
+    from causal_wm.results import _prob
+
+    prob = _prob(prob)
     natural = _natural(post, do, src_c, lambda n: units[n].to_numpy())
     comp = compile_do(post, do, len(rows), natural)
+    _check_soft(post, do, src_c, lambda n: units[n].to_numpy())
     ivu = _expand_units(comp.per_unit, rows, data.shape[0])
     affected = set(do) | scm.descendants(set(do))
     outputs = np.array([prog.index(n) for n in prog.names if n in affected], dtype=np.int64)
@@ -284,6 +301,8 @@ def replicate(post, draws: int = 200, seed: int | None = None) -> pd.DataFrame:
     scm, prog = post.scm, post.program
     seed_used = post.seed if seed is None else seed
     S = prog.n_draws
+    if isinstance(draws, bool) or not isinstance(draws, (int, np.integer)) or draws < 1:
+        raise QueryError(f"draws must be a positive integer, got {draws!r}.")
     draws = min(int(draws), S)
     draw_idx = np.sort(rng(seed_used, "ppc-draws").choice(S, draws, replace=False)).astype(np.int64)
     key = stream(seed_used, "ppc")

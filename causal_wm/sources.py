@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -37,17 +38,23 @@ def load_source(spec: dict, base: str | Path | None = None) -> pd.DataFrame:
     >>> len(load_source({"package": "causaldata", "table": "nsw_mixtape"}))
     445
     """
+    if not isinstance(spec, Mapping):
+        raise DataError(f"data source {spec!r}: expected a mapping like {{path: data.csv}} or "
+                        "{package: causaldata, table: nsw_mixtape}.")
     if "path" in spec:
+        if not isinstance(spec["path"], (str, Path)):
+            raise DataError(f"data source {spec!r}: 'path' must be a file name, got {spec['path']!r}.")
         path = Path(spec["path"])
         if not path.is_absolute() and base is not None:
             path = Path(base) / path
         if not path.is_file():
             raise DataError(f"data file {str(path)!r} does not exist; check 'data.path'.")
-        if path.suffix == ".csv":
-            return pd.read_csv(path)
-        if path.suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        raise DataError(f"data file {str(path)!r}: expected a .csv or .parquet file.")
+        if path.suffix not in (".csv", ".parquet", ".pq"):
+            raise DataError(f"data file {str(path)!r}: expected a .csv or .parquet file.")
+        try:
+            return pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+        except (ValueError, OSError, UnicodeDecodeError) as exc:  # pandas parser errors are ValueErrors
+            raise DataError(f"data file {str(path)!r} could not be read: {exc}") from None
     pkg = spec.get("package")
     if pkg in PACKAGES:
         table = spec.get("table")

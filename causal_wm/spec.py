@@ -18,10 +18,11 @@ import networkx as nx
 from causal_wm.errors import ModelSpecError, suggest
 from causal_wm.families import FAMILIES, Family, get_family
 from causal_wm.formula import NAME_RE, Formula, parse_formula
-from causal_wm.priors import Prior, default_prior
+from causal_wm.priors import DISTRIBUTIONS, POSITIVE_PARAMS, Prior, default_prior
 
 NODE_KEYS = {"family", "formula", "latent", "priors", "levels", "description", "missing", "type"}
 MODEL_KEYS = {"name", "description", "data", "nodes", "sources", "assumptions"}
+_POSITIVE_DISTS = sorted(d for d, (_, positive) in DISTRIBUTIONS.items() if positive)
 
 
 @dataclass(frozen=True)
@@ -77,12 +78,34 @@ class NodeSpec:
                 "add the grouping variable as a main effect instead."
             )
         allowed = {"intercept", "b", "sd", *fam.extra}
-        for key, _ in self.priors:
+        for key, prior in self.priors:
             base = key.split("[", 1)[0]
             if base not in allowed:
                 raise ModelSpecError(
                     f"node {self.name!r}: prior for unknown parameter {key!r}; a {fam.name} node "
                     f"has {sorted(allowed)}.{suggest(base, allowed)}"
+                )
+            if "[" in key and not key.endswith("]"):
+                raise ModelSpecError(
+                    f"node {self.name!r}: prior key {key!r} is malformed; write '{base}[term]', "
+                    "e.g. 'b[treat]' or 'sd[1|region]'."
+                )
+            if base in POSITIVE_PARAMS and not prior.positive:
+                raise ModelSpecError(
+                    f"node {self.name!r}: prior {key!r} is {prior.dist}, but {base} is positive; use "
+                    f"a distribution on the positive half-line ({', '.join(_POSITIVE_DISTS)})."
+                )
+            unused = (
+                (base == "b" and not self.parsed.terms)
+                or (base == "sd" and not self.parsed.groups)
+                or (base == "intercept" and (self.latent or not (self.parsed.intercept or fam.name == "categorical")))
+            )
+            if unused:
+                raise ModelSpecError(
+                    f"node {self.name!r}: prior {key!r} would have no effect, because the node has no "
+                    f"{'terms' if base == 'b' else 'group terms' if base == 'sd' else 'intercept'}"
+                    f"{' (latent nodes have none)' if base == 'intercept' and self.latent else ''}; "
+                    "remove it or fix the formula."
                 )
             if "[" in key:
                 inner = key.split("[", 1)[1].rstrip("]")
@@ -96,6 +119,17 @@ class NodeSpec:
                         f"node {self.name!r}: prior {key!r} names no term of its formula; "
                         f"terms are {labels}.{suggest(inner, labels)}"
                     )
+        for param, labels in (("b", [t.label for t in self.parsed.terms]),
+                              ("sd", [g.label for g in self.parsed.groups])):
+            # the backends batch one parameter's per-term priors into one distribution
+            ps = [self.prior(param, lab) for lab in labels]
+            dists = {p.dist for p in ps}
+            if len(set(ps)) > 1 and dists not in ({"normal"}, {"halfnormal"}):
+                raise ModelSpecError(
+                    f"node {self.name!r}: per-term priors of {param!r} use {sorted(dists)}; terms of one "
+                    "parameter may differ in their parameters only, so give them one distribution "
+                    f"(e.g. all {'normal' if param == 'b' else 'halfnormal'})."
+                )
         if self.levels is not None and fam.name != "categorical":
             raise ModelSpecError(
                 f"node {self.name!r}: 'levels' is only for categorical nodes (family is {fam.name})."
@@ -159,7 +193,12 @@ def _node_from_dict(name: str, d: Any) -> NodeSpec:
         raise ModelSpecError(f"node {name!r}: 'latent' must be true or false, got {latent!r}.")
     levels = d.get("levels")
     if levels is not None:
-        if not isinstance(levels, (list, tuple)) or len(levels) < 2 or len(set(levels)) != len(levels):
+        if not isinstance(levels, (list, tuple)) or not all(isinstance(v, (str, int, float, bool)) for v in levels):
+            raise ModelSpecError(
+                f"node {name!r}: 'levels' must be a list of category labels (strings or numbers), "
+                f"got {levels!r}."
+            )
+        if len(levels) < 2 or len(set(levels)) != len(levels):
             raise ModelSpecError(
                 f"node {name!r}: 'levels' must be a list of at least two distinct categories."
             )
@@ -290,6 +329,7 @@ class SCM:
         """Every node downstream of any of ``names`` (excluding the names themselves)."""
         out: set[str] = set()
         for n in names:
+            self.node(n)  # an unknown name is a QueryError with a suggestion, not a networkx error
             out |= nx.descendants(self.graph, n)
         return frozenset(out)
 
@@ -316,8 +356,10 @@ class SCM:
         unknown = set(d) - MODEL_KEYS
         if unknown:
             key = sorted(map(str, unknown))[0]
+            line = (lines or {}).get(key)
+            loc = f" [{source}, line {line}]" if source and line else where
             raise ModelSpecError(
-                f"unknown top-level key {key!r}{where}; allowed keys are {sorted(MODEL_KEYS)}."
+                f"unknown top-level key {key!r}{loc}; allowed keys are {sorted(MODEL_KEYS)}."
                 f"{suggest(key, MODEL_KEYS)}"
             )
         nodes_d = d.get("nodes")
@@ -379,6 +421,16 @@ class SCM:
         from causal_wm.fitting import fit
 
         return fit(self, data, backend=backend, **kwargs)
+
+    def to_pymc(self, data):
+        """The :class:`pymc.Model` this SCM compiles to for ``data`` (for PyMC power users).
+
+        It has the same parameter names and dims as the NumPyro backend; ``pm.do`` and
+        ``pm.observe`` work on it as on any PyMC model.
+        """
+        from causal_wm.fitting import backend_module, make_plan
+
+        return backend_module("pymc").make_model(make_plan(self, data))
 
     def load_data(self, base: str | Path | None = None):
         """Load the model's declared data source (``data:`` in the file) as a DataFrame."""

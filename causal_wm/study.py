@@ -34,6 +34,8 @@ QUERY_KEYS = {
     "simulate": {"name", "kind", "do", "n", "question"},
     "counterfactual": {"name", "kind", "do", "units", "draws", "question", "summary_only"},
 }
+REQUIRED_KEYS = {"effect": ("outcome", "do"), "simulate": (), "counterfactual": ("do",)}
+EXPECT_KEYS = {"query", "estimate_within", "interval_covers", "prob_positive_above"}
 
 
 def _where(study_path, lines, key) -> str:
@@ -46,6 +48,9 @@ def parse_intervention(name: str, v: Any, where: str):
     from causal_wm import interventions as iv
 
     if isinstance(v, Mapping):
+        for k, x in v.items():
+            if k != "distribution" and (isinstance(x, bool) or not isinstance(x, (int, float))):
+                raise StudyError(f"do.{name}.{k}: expected a number, got {x!r}{where}.")
         if set(v) == {"shift"}:
             return iv.shift(v["shift"])
         if set(v) == {"scale"}:
@@ -53,7 +58,7 @@ def parse_intervention(name: str, v: Any, where: str):
         dist = v.get("distribution")
         args = {k: x for k, x in v.items() if k != "distribution"}
         makers = {"bernoulli": iv.bernoulli, "normal": iv.normal, "uniform": iv.uniform}
-        if dist in makers:
+        if isinstance(dist, str) and dist in makers:
             try:
                 return makers[dist](**args)
             except TypeError:
@@ -89,6 +94,9 @@ class Study:
                                  f"{suggest(str(k), STUDY_KEYS)}")
         if "model" not in data:
             raise StudyError(f"{p}: missing 'model:' (a library name or a path to a model YAML).")
+        if data.get("data") is not None and not isinstance(data["data"], Mapping):
+            raise StudyError(f"'data' must be a mapping like {{path: data.csv}} or {{package: causaldata, "
+                             f"table: nsw_mixtape}}, got {data['data']!r}{_where(p, lines, 'data')}.")
         fit = data.get("fit") or {}
         if not isinstance(fit, Mapping):
             raise StudyError(f"'fit' must be a mapping{_where(p, lines, 'fit')}.")
@@ -96,6 +104,12 @@ class Study:
             if k not in FIT_KEYS:
                 raise StudyError(f"unknown fit setting {k!r}{_where(p, lines, k)}; allowed: {sorted(FIT_KEYS)}."
                                  f"{suggest(str(k), FIT_KEYS)}")
+        try:
+            from causal_wm.fitting import settings
+
+            settings(**{str(k): v for k, v in fit.items()})
+        except (CausalWMError, TypeError, ValueError) as exc:
+            raise StudyError(f"fit: {exc}{_where(p, lines, 'fit')}") from None
         seed = data.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise StudyError(f"'seed' must be a non-negative integer, got {seed!r}{_where(p, lines, 'seed')}.")
@@ -104,8 +118,9 @@ class Study:
             raise StudyError(f"'queries' must be a non-empty list{_where(p, lines, 'queries')}.")
         names = set()
         for q in queries:
-            if not isinstance(q, Mapping) or "name" not in q:
-                raise StudyError(f"each query needs a mapping with a 'name'{_where(p, lines, 'queries')}.")
+            if not isinstance(q, Mapping) or not isinstance(q.get("name"), str) or not q["name"]:
+                raise StudyError(f"each query needs a mapping with a 'name' (a string), got {q!r}"
+                                 f"{_where(p, lines, 'queries')}.")
             kind = q.get("kind")
             if kind not in QUERY_KEYS:
                 raise StudyError(f"query {q['name']!r}: kind must be one of {sorted(QUERY_KEYS)}, got {kind!r}"
@@ -117,9 +132,14 @@ class Study:
             if q["name"] in names:
                 raise StudyError(f"query name {q['name']!r} is used twice{_where(p, lines, str(q['name']))}.")
             names.add(q["name"])
-        for e in data.get("expect") or []:
-            if not isinstance(e, Mapping) or e.get("query") not in names:
-                raise StudyError(f"expect entry {e!r} must name a query of this study{_where(p, lines, 'expect')}.")
+            _check_query(q, _where(p, lines, str(q["name"])))
+        kinds = {q["name"]: q["kind"] for q in queries}
+        expect = data.get("expect") or []
+        if not isinstance(expect, list):
+            raise StudyError(f"'expect' must be a list of {{query: NAME, <check>: value}} entries"
+                             f"{_where(p, lines, 'expect')}.")
+        for e in expect:
+            _check_expect(e, kinds, _where(p, lines, "expect"))
         return cls(name=str(data.get("name") or p.stem), path=str(p), spec=dict(data), lines=lines)
 
     # ------------------------------------------------------------------ running
@@ -158,8 +178,9 @@ class Study:
             if v is not None:
                 fit_kw[k] = v
         seed_used = int(self.spec.get("seed", 0) if seed is None else seed)
-        # validate every query against the model before sampling starts
+        # validate every query against the model and the data before sampling starts
         queries = [self._query(q, scm) for q in self.spec["queries"]]
+        self._check_values(scm, df, queries)
         post = scm.fit(df, seed=seed_used, progress=progress, **fit_kw)
         t_fit = time.time() - t0
         results = {}
@@ -207,6 +228,37 @@ class Study:
                                          "summary_only": bool(q.get("summary_only", False))}
         except CausalWMError as exc:
             raise StudyError(f"{exc}{where}") from None
+
+    def _check_values(self, scm, df, queries) -> None:
+        """Check intervention values, levels and unit selections against the data (no sampling)."""
+        from causal_wm.data import fit_scales
+        from causal_wm.interventions import check_do
+
+        scales = fit_scales(scm, df)
+        for q, (_, kw) in zip(self.spec["queries"], queries, strict=True):
+            where = _where(self.path, self.lines, str(q["name"]))
+            try:
+                for iv in (kw.get("do"), kw.get("vs")):
+                    check_do(scm, scales, iv)
+                levels = scales[kw["outcome"]].levels if "outcome" in kw else None
+                if levels is not None and kw.get("level") not in levels:
+                    raise StudyError(f"query {q['name']!r}: outcome {kw['outcome']!r} is categorical; add "
+                                     f"'level:' with one of {list(levels)}")
+                select = kw.get("given") or kw.get("units")
+                if select:
+                    mask = np.ones(len(df), dtype=bool)
+                    for k, v in select.items():
+                        if scm.node(k).latent:
+                            raise StudyError(f"query {q['name']!r}: {k!r} is latent, so units cannot be "
+                                             "selected by it")
+                        mask &= df[k].isin(v if isinstance(v, list) else [v]).to_numpy()
+                    if not mask.any():
+                        raise StudyError(f"query {q['name']!r}: {select!r} selects no units of the data; "
+                                         "check the values")
+            except CausalWMError as exc:
+                msg = str(exc).rstrip(".")
+                prefix = "" if msg.startswith("query ") else f"query {q['name']!r}: "
+                raise StudyError(f"{prefix}{msg}{where}.") from None
 
     def _check(self, results) -> list[dict]:
         checks = []
@@ -259,6 +311,59 @@ class Study:
             "command": f"causal-wm run {self.path} --seed {seed}",
         }
         (d / "manifest.json").write_text(json.dumps(manifest, indent=2, default=_json_default))
+
+
+def _check_query(q, where) -> None:
+    """Required keys and the types of a query's values (the model is checked in ``run``)."""
+    name = q["name"]
+    for k in REQUIRED_KEYS[q["kind"]]:
+        if k not in q:
+            raise StudyError(f"query {name!r} ({q['kind']}) needs {k!r}{where}.")
+    for k in ("do", "vs", "given", "units"):
+        if q.get(k) is not None and not isinstance(q[k], Mapping):
+            raise StudyError(f"query {name!r}: {k!r} must be a mapping of node -> value, e.g. "
+                             f"{{treat: 1}}, got {q[k]!r}{where}.")
+    for k in ("do", "vs"):
+        for node, v in (q.get(k) or {}).items():
+            parse_intervention(str(node), v, where)
+    if q["kind"] == "effect" and not q["do"]:
+        raise StudyError(f"query {name!r}: 'do' must name at least one intervention{where}.")
+    for k in ("n", "draws"):
+        v = q.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise StudyError(f"query {name!r}: {k!r} must be a positive integer, got {v!r}{where}.")
+    if not isinstance(q.get("summary_only", False), bool):
+        raise StudyError(f"query {name!r}: 'summary_only' must be true or false{where}.")
+
+
+def _number(x) -> bool:
+    return not isinstance(x, bool) and isinstance(x, (int, float))
+
+
+def _check_expect(e, kinds, where) -> None:
+    """An ``expect:`` entry names an effect query and known checks with well-formed values."""
+    if not isinstance(e, Mapping) or e.get("query") not in kinds:
+        raise StudyError(f"expect entry {e!r} must name a query of this study{where}."
+                         f"{suggest(str(e.get('query')), kinds) if isinstance(e, Mapping) else ''}")
+    if kinds[e["query"]] != "effect":
+        raise StudyError(f"expect entry {e!r}: only effect queries can be checked, and {e['query']!r} is a "
+                         f"{kinds[e['query']]} query{where}.")
+    for key, val in e.items():
+        if key not in EXPECT_KEYS:
+            raise StudyError(f"expect entry for {e['query']!r}: unknown check {key!r}{where}; use estimate_within, "
+                             f"interval_covers or prob_positive_above.{suggest(str(key), EXPECT_KEYS)}")
+
+        ok = (
+            key == "query"
+            or (key == "estimate_within" and isinstance(val, list) and len(val) == 2 and all(map(_number, val))
+                and val[0] <= val[1])
+            or (key == "interval_covers" and _number(val))
+            or (key == "prob_positive_above" and _number(val) and 0 <= val < 1)
+        )
+        if not ok:
+            raise StudyError(f"expect entry for {e['query']!r}: {key}: {val!r} is malformed; write "
+                             "estimate_within: [low, high], interval_covers: number or "
+                             f"prob_positive_above: probability in [0, 1){where}.")
 
 
 def _run_effect(post, df, **kw):

@@ -119,7 +119,7 @@ def make_model(plan):
                 )
                 eta = jnp.broadcast_to(a, (n, lay.n_eta))
                 if b is not None:
-                    X = jnp.stack([column_values(jnp, c, pred) for c in lay.columns], axis=-1)
+                    X = jnp.stack([column_values(c, pred) for c in lay.columns], axis=-1)
                     eta = eta + X @ b.T
                 logits = jnp.concatenate([jnp.zeros((n, 1)), eta], axis=-1)
                 with numpyro.plate(sites.UNIT, n):
@@ -130,11 +130,11 @@ def make_model(plan):
             if lay.intercept:
                 eta = eta + numpyro.sample(sites.intercept(name), prior_dist(node.prior("intercept")))
             if b is not None:
-                X = jnp.stack([column_values(jnp, c, pred) for c in lay.columns], axis=-1)
+                X = jnp.stack([column_values(c, pred) for c in lay.columns], axis=-1)
                 eta = eta + X @ b
             for blk in lay.groups:
                 sd = numpyro.sample(
-                    sites.group_sd(name, blk.group), _stack_priors(node, blk.labels, "sd").to_event(1)
+                    sites.group_sd(name, blk.group), _stack_priors(node, blk.prior_labels, "sd").to_event(1)
                 )
                 z = numpyro.sample(
                     sites.group_raw(name, blk.group),
@@ -143,7 +143,7 @@ def make_model(plan):
                 re = numpyro.deterministic(sites.group_effect(name, blk.group), z * sd)
                 g = data[blk.group].astype(jnp.int32)
                 for j, c in enumerate(blk.columns):
-                    col = 1.0 if not c.factors else column_values(jnp, c, pred)
+                    col = 1.0 if not c.factors else column_values(c, pred)
                     eta = eta + re[g, j] * col
             fam = lay.family
             if lay.latent:

@@ -1,0 +1,191 @@
+"""The PyMC backend: the same mechanisms, parameter names and dims as the NumPyro backend.
+
+Sampling uses ``pm.sample`` (PyMC's NUTS by default, or ``sampler="nutpie"`` / ``"numpyro"`` /
+``"blackjax"`` through ``nuts_sampler``). The result is rebuilt with the shared
+:func:`causal_wm.idata.build_idata`, so the query engine reads either backend's posterior
+unchanged.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from causal_wm import sites
+from causal_wm.design import column_values, predictor
+from causal_wm.errors import BackendNotInstalled, ModelSpecError
+from causal_wm.idata import coords_dims
+
+try:
+    import pymc as pm
+    import pytensor.tensor as pt
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise BackendNotInstalled(
+        f"the PyMC backend needs pymc ({exc.name} is missing); install it with: pip install 'causal_wm[pymc]'"
+    ) from None
+
+
+def prior_rv(name, prior, dims=None, shape=None):
+    """A PyMC random variable for a :class:`~causal_wm.priors.Prior`."""
+    k = prior.kwargs
+    kw = {"dims": dims} if dims is not None else ({"shape": shape} if shape is not None else {})
+    if prior.dist == "normal":
+        return pm.Normal(name, mu=k["loc"], sigma=k["scale"], **kw)
+    if prior.dist == "student_t":
+        return pm.StudentT(name, nu=k["df"], mu=k["loc"], sigma=k["scale"], **kw)
+    if prior.dist == "halfnormal":
+        return pm.HalfNormal(name, sigma=k["scale"], **kw)
+    if prior.dist == "halfcauchy":
+        return pm.HalfCauchy(name, beta=k["scale"], **kw)
+    if prior.dist == "exponential":
+        return pm.Exponential(name, lam=k["rate"], **kw)
+    if prior.dist == "gamma":
+        return pm.Gamma(name, alpha=k["concentration"], beta=k["rate"], **kw)
+    if prior.dist == "lognormal":
+        return pm.LogNormal(name, mu=k["loc"], sigma=k["scale"], **kw)
+    raise AssertionError(prior.dist)  # pragma: no cover - validated in the spec
+
+
+def _stacked(name, node, labels, param, dims=None, shape=None):
+    """One vector variable over columns with per-term prior parameters (as the NumPyro backend)."""
+    priors = [node.prior(param, lab) for lab in labels]
+    dists = {p.dist for p in priors}
+    if len(set(priors)) == 1:
+        return prior_rv(name, priors[0], dims=dims, shape=shape if dims is None else None)
+    kw = {"dims": dims} if dims is not None else {"shape": shape}
+    if dists == {"normal"}:
+        return pm.Normal(name, mu=np.array([p.kwargs["loc"] for p in priors]),
+                         sigma=np.array([p.kwargs["scale"] for p in priors]), **kw)
+    if dists == {"halfnormal"}:
+        return pm.HalfNormal(name, sigma=np.array([p.kwargs["scale"] for p in priors]), **kw)
+    raise ModelSpecError(
+        f"node {node.name!r}: per-term priors of {param!r} must all use the same distribution "
+        f"(normal for 'b', halfnormal for 'sd'); got {sorted(dists)}."
+    )
+
+
+def make_model(plan) -> pm.Model:
+    """The :class:`pymc.Model` of ``plan`` with the shared site names and dims."""
+    scm, lays, scales = plan.scm, plan.layouts, plan.scales
+    coords, dims = coords_dims(plan)
+    n = plan.n
+    with pm.Model(coords=coords) as model:
+        vals: dict = {}
+        for name in scm.order:
+            node, lay = scm.node(name), lays[name]
+            pred = predictor({p: vals[p] for p in node.parents}, scales)
+            T = len(lay.columns)
+            b = None
+            if T:
+                pos = plan.positive.get(name, ())
+                labels = [c.term for c in lay.columns]
+                if lay.n_levels:
+                    b = _stacked(sites.coef(name), node, labels, "b", dims=dims[sites.coef(name)])
+                elif not pos:
+                    b = _stacked(sites.coef(name), node, labels, "b", dims=dims[sites.coef(name)])
+                else:
+                    free = [i for i in range(T) if i not in pos]
+                    parts = pt.zeros(T)
+                    if free:
+                        bf = _stacked(f"{name}__bfree", node, [labels[i] for i in free], "b", shape=(len(free),))
+                        parts = pt.set_subtensor(parts[np.array(free)], bf)
+                    bp = pm.HalfNormal(f"{name}__bpos", sigma=np.array(
+                        [node.prior("b", labels[i]).kwargs.get("scale", 1.0) for i in pos]), shape=(len(pos),))
+                    parts = pt.set_subtensor(parts[np.array(pos)], bp)
+                    b = pm.Deterministic(sites.coef(name), parts, dims=dims[sites.coef(name)])
+            X = pt.stack([pt.as_tensor(column_values(c, pred)) * np.ones(n) for c in lay.columns], axis=-1) \
+                if T else None
+            if lay.n_levels:
+                a = prior_rv(sites.intercept(name), node.prior("intercept"), dims=dims[sites.intercept(name)])
+                eta = pt.ones((n, 1)) * a[None, :]
+                if X is not None:
+                    eta = eta + pt.dot(X, b.T)
+                logits = pt.concatenate([pt.zeros((n, 1)), eta], axis=-1)
+                pm.Categorical(name, logit_p=logits, observed=plan.values[name].astype(int), dims=sites.UNIT)
+                vals[name] = plan.values[name]
+                continue
+            eta = pt.zeros(n)
+            if lay.intercept:
+                eta = eta + prior_rv(sites.intercept(name), node.prior("intercept"))
+            if X is not None:
+                eta = eta + pt.dot(X, b)
+            for blk in lay.groups:
+                sd = _stacked(sites.group_sd(name, blk.group), node, list(blk.prior_labels), "sd",
+                              dims=dims[sites.group_sd(name, blk.group)])
+                z = pm.Normal(sites.group_raw(name, blk.group), 0.0, 1.0, dims=dims[sites.group_raw(name, blk.group)])
+                re = pm.Deterministic(sites.group_effect(name, blk.group), z * sd[None, :],
+                                      dims=dims[sites.group_effect(name, blk.group)])
+                g = plan.values[blk.group].astype(int)
+                for j, c in enumerate(blk.columns):
+                    col = 1.0 if not c.factors else column_values(c, pred)
+                    eta = eta + re[g, j] * col
+            if lay.latent:
+                vals[name] = pm.Normal(name, mu=eta, sigma=1.0, dims=sites.UNIT)
+                continue
+            extra = {p: prior_rv(sites.extra(name, p), node.prior(p)) for p in node.fam.extra}
+            obs = plan.values[name]
+            fam = lay.family
+            if fam in ("normal", "lognormal"):
+                rv = pm.Normal(name, mu=eta, sigma=extra["sigma"], observed=obs, dims=sites.UNIT)
+            elif fam == "student_t":
+                rv = pm.StudentT(name, nu=extra["nu"], mu=eta, sigma=extra["sigma"], observed=obs, dims=sites.UNIT)
+            elif fam == "bernoulli":
+                rv = pm.Bernoulli(name, logit_p=eta, observed=obs, dims=sites.UNIT)
+            elif fam == "poisson":
+                rv = pm.Poisson(name, mu=pt.exp(scales[name].offset + eta), observed=obs, dims=sites.UNIT)
+            else:
+                rv = pm.NegativeBinomial(name, mu=pt.exp(scales[name].offset + eta), alpha=extra["phi"],
+                                         observed=obs, dims=sites.UNIT)
+            # children read the random variable, not the array, so that pm.do / pm.observe on this
+            # node propagate downstream exactly as in a hand-written PyMC model
+            vals[name] = rv
+    return model
+
+
+def sample(plan, s):
+    """Fit ``plan`` with ``pm.sample``; return the shared InferenceData layout."""
+    from causal_wm.idata import build_idata
+    from causal_wm.seeding import stream
+
+    if s.method != "nuts":
+        raise ModelSpecError("the PyMC backend samples with NUTS only; use backend='numpyro' for method='svi'.")
+    model = make_model(plan)
+    kw = {}
+    if s.sampler not in ("default", "pymc"):
+        kw["nuts_sampler"] = s.sampler
+    elif s.chains > 1 and "jax" in sys.modules:
+        kw["mp_ctx"] = "spawn"  # forking a process that runs JAX threads can deadlock
+    with model:
+        try:
+            idata = pm.sample(draws=s.draws, tune=s.warmup, chains=s.chains, target_accept=s.target_accept,
+                              random_seed=stream(s.seed, "fit") % (2**31), progressbar=s.progress,
+                              cores=min(s.chains, 2), compute_convergence_checks=False, **kw)
+        except ImportError as exc:
+            raise BackendNotInstalled(
+                f"sampler {s.sampler!r} needs {exc.name}; install it (e.g. pip install {s.sampler})."
+            ) from None
+        loglik = None
+        if s.chains * s.draws * plan.n * len(plan.scm.observed) <= 5e7:
+            pm.compute_log_likelihood(idata, progressbar=False)
+            loglik = {k: np.asarray(v) for k, v in idata.log_likelihood.items()}
+    samples = {k: np.asarray(v) for k, v in idata.posterior.items()}
+    ss = idata.sample_stats
+    stats = {}
+    for ours, theirs in (("diverging", "diverging"), ("energy", "energy"), ("n_steps", "n_steps"),
+                         ("acceptance_rate", "acceptance_rate"), ("lp", "lp"), ("step_size", "step_size")):
+        if theirs in ss:
+            stats[ours] = np.asarray(ss[theirs])
+    return build_idata(plan, samples, stats, loglik, s)
+
+
+def log_density(plan, params: dict) -> float:
+    """Joint log-density (no Jacobian) at constrained parameter values, for cross-backend checks."""
+    model = make_model(plan)
+    point = {}
+    for rv in model.free_RVs:
+        vv = model.rvs_to_values[rv]
+        val = np.asarray(params[rv.name], dtype=float)
+        tr = model.rvs_to_transforms.get(rv)
+        point[vv.name] = val if tr is None else np.asarray(tr.forward(val).eval())
+    return float(model.compile_logp(jacobian=False)(point))
