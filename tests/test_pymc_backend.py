@@ -110,3 +110,28 @@ def test_engine_agrees_with_pm_do_on_the_same_posterior():
     mean_pm = y_pm.mean()
     under = eff.under_do.mean()
     assert abs(mean_pm - under) < 4 * y_pm.std() / np.sqrt(y_pm.size) + 4 * eff.mcse() + 0.05 * eff.sd()
+
+
+def test_nutpie_sampler_through_pymc(lg_fit):
+    pytest.importorskip("nutpie", reason="nutpie is part of the [pymc] extra")
+    scm, df, _, nuts = lg_fit
+    post = quiet_fit(scm, df.iloc[:300], backend="pymc", sampler="nutpie", chains=2, draws=1000, warmup=500, seed=4)
+    assert post.settings.sampler == "nutpie"
+    eff = post.effect("y", do={"t": 1.0}, vs={"t": 0.0})
+    ref = nuts.effect("y", do={"t": 1.0}, vs={"t": 0.0})
+    assert abs(eff.mean() - ref.mean()) < 4 * np.hypot(eff.sd(), ref.sd())
+
+
+@pytest.mark.slow
+def test_job_training_study_same_ate_under_both_backends(tmp_path):
+    out = {}
+    for backend in ("numpyro", "pymc"):
+        study = cw.Study.load("job_training")
+        folder = study.run(tmp_path / backend, backend=backend, draws=1000, chains=2, warmup=1000)
+        import json
+
+        out[backend] = json.loads((folder / "results.json").read_text())["queries"]["ate"]
+    a, b = out["numpyro"], out["pymc"]
+    print(f"job_training ATE numpyro {a['estimate']:.0f} (mcse {a['mcse']:.0f}), pymc {b['estimate']:.0f} "
+          f"(mcse {b['mcse']:.0f})")
+    assert abs(a["estimate"] - b["estimate"]) < 4 * np.hypot(a["mcse"], b["mcse"])
