@@ -19,6 +19,16 @@ def _fail(exc: Exception, debug: bool) -> None:
     raise typer.Exit(code=2)
 
 
+def _log_to_terminal(quiet: bool) -> None:
+    # our own progress messages only; other libraries keep their own (quieter) levels
+    logger = logging.getLogger("causal_wm")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
 @app.command()
 def run(
     study: Path = typer.Argument(..., help="Study YAML file, or the name of a shipped study."),
@@ -37,7 +47,7 @@ def run(
     from causal_wm.errors import CausalWMError, ConvergenceWarning
     from causal_wm.study import Study
 
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
+    _log_to_terminal(quiet)
     warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing", category=FutureWarning)
     try:
         s = Study.load(study)
