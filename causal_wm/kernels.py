@@ -23,8 +23,8 @@ from numba import njit, prange
 
 from causal_wm.families import BERNOULLI, CATEGORICAL, LOGNORMAL, NEGBIN, NORMAL, POISSON, STUDENT_T
 
-# node sources
-DATA, LATENT, FRESH, ABDUCT = 0, 1, 2, 3
+# node sources (OTHER: the value the node took in the other world of a contrast, for mediation)
+DATA, LATENT, FRESH, ABDUCT, OTHER = 0, 1, 2, 3, 4
 # intervention kinds
 NONE, HARD, SHIFT, SCALE, PERUNIT, TABLE = 0, 1, 2, 3, 4, 5
 # value transforms (internal <-> original)
@@ -332,6 +332,8 @@ def _world(s, u, su, key, order, src, data, lat, fact, vals, eta, eta_f, theta, 
             nat = data[su, k]
         elif sk == LATENT:
             nat = lat[s, su, ni[k, 11]]
+        elif sk == OTHER:
+            nat = fact[k]
         else:
             linear_predictor(k, s, vals, eta, theta, ni, nf, pf, col_ptr, fac_ptr, fac_var,
                              fac_lev, blk_ptr, blk_var, blk_cols, blk_p)
@@ -354,47 +356,51 @@ def _world(s, u, su, key, order, src, data, lat, fact, vals, eta, eta_f, theta, 
         vals[k] = nat
 
 
+@njit(cache=True, inline="always")
+def _expected(outcome, s, vals, eta, theta, ni, nf, pf, col_ptr, fac_ptr, fac_var, fac_lev, blk_ptr, blk_var,
+              blk_cols, blk_p, ivk, level):
+    # E[outcome | its parents] in original units; an intervened outcome is its set value
+    if ivk[outcome] != NONE:
+        if ni[outcome, 0] == CATEGORICAL:
+            return 1.0 if vals[outcome] == level else 0.0
+        return to_original(ni[outcome, 9], pf[outcome, 0], pf[outcome, 1], vals[outcome])
+    linear_predictor(outcome, s, vals, eta, theta, ni, nf, pf, col_ptr, fac_ptr, fac_var, fac_lev, blk_ptr,
+                     blk_var, blk_cols, blk_p)
+    return expected_original(outcome, s, eta, theta, ni, nf, pf, level)
+
+
 @njit(cache=True, parallel=True)
 def effect_kernel(prog, theta, data, lat, units, key, src_a, ivk_a, ivv_a, ivu_a, src_b, ivk_b, ivv_b,
                   ivu_b, tables, needed, outcome, level):
-    """Per draw: mean over ``units`` of E[outcome] under world a and under world b."""
+    """Per draw: mean over ``units`` of E[outcome] under world a and under world b.
+
+    World b is computed first; nodes whose source in world a is OTHER take their world-b value
+    (a nested counterfactual such as Y(t1, M(t0)) for mediation).
+    """
     (order, ni, nf, pf, col_ptr, fac_ptr, fac_var, fac_lev, blk_ptr, blk_var, blk_cols,
      blk_p) = prog
     S = theta.shape[0]
     K = order.shape[0]
     out = np.zeros((S, 2))
     for s in prange(S):
-        vals = np.empty(K)
-        fact = np.empty(K)
+        vals_a = np.empty(K)
+        vals_b = np.empty(K)
         eta = np.empty(MAX_LEVELS)
         eta_f = np.empty(MAX_LEVELS)
         acc_a = 0.0
         acc_b = 0.0
         for j in range(units.shape[0]):
             su = units[j]
-            for w in range(2):
-                if w == 0:
-                    _world(s, su, su, key, order, src_a, data, lat, fact, vals, eta, eta_f, theta, ni, nf,
-                           pf, col_ptr, fac_ptr, fac_var, fac_lev, blk_ptr, blk_var, blk_cols,
-                           blk_p, ivk_a, ivv_a, ivu_a, tables, needed)
-                else:
-                    _world(s, su, su, key, order, src_b, data, lat, fact, vals, eta, eta_f, theta, ni, nf,
-                           pf, col_ptr, fac_ptr, fac_var, fac_lev, blk_ptr, blk_var, blk_cols,
-                           blk_p, ivk_b, ivv_b, ivu_b, tables, needed)
-                ivk = ivk_a if w == 0 else ivk_b
-                if ivk[outcome] != NONE:
-                    if ni[outcome, 0] == CATEGORICAL:
-                        ev = 1.0 if vals[outcome] == level else 0.0
-                    else:
-                        ev = to_original(ni[outcome, 9], pf[outcome, 0], pf[outcome, 1], vals[outcome])
-                else:
-                    linear_predictor(outcome, s, vals, eta, theta, ni, nf, pf, col_ptr, fac_ptr,
-                                     fac_var, fac_lev, blk_ptr, blk_var, blk_cols, blk_p)
-                    ev = expected_original(outcome, s, eta, theta, ni, nf, pf, level)
-                if w == 0:
-                    acc_a += ev
-                else:
-                    acc_b += ev
+            _world(s, su, su, key, order, src_b, data, lat, vals_b, vals_b, eta, eta_f, theta, ni, nf,
+                   pf, col_ptr, fac_ptr, fac_var, fac_lev, blk_ptr, blk_var, blk_cols,
+                   blk_p, ivk_b, ivv_b, ivu_b, tables, needed)
+            acc_b += _expected(outcome, s, vals_b, eta, theta, ni, nf, pf, col_ptr, fac_ptr, fac_var, fac_lev,
+                               blk_ptr, blk_var, blk_cols, blk_p, ivk_b, level)
+            _world(s, su, su, key, order, src_a, data, lat, vals_b, vals_a, eta, eta_f, theta, ni, nf,
+                   pf, col_ptr, fac_ptr, fac_var, fac_lev, blk_ptr, blk_var, blk_cols,
+                   blk_p, ivk_a, ivv_a, ivu_a, tables, needed)
+            acc_a += _expected(outcome, s, vals_a, eta, theta, ni, nf, pf, col_ptr, fac_ptr, fac_var, fac_lev,
+                               blk_ptr, blk_var, blk_cols, blk_p, ivk_a, level)
         out[s, 0] = acc_a / units.shape[0]
         out[s, 1] = acc_b / units.shape[0]
     return out

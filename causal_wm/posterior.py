@@ -144,6 +144,19 @@ class Posterior:
 
         return counterfactual(self, units, do, draws=draws, summary_only=summary_only, prob=prob, seed=seed)
 
+    def mediation(self, treatment: str, mediator, outcome: str, treat_value=1, control_value=0, given=None,
+                  seed: int | None = None):
+        """Natural direct, indirect and total effects of ``treatment`` on ``outcome`` through ``mediator``.
+
+        Per posterior draw and unit: the nested counterfactual Y(t1, M(t0)) sets the treatment to
+        ``treat_value`` while the mediator(s) keep the value they take under ``control_value``
+        (same noise in both worlds). Returns a MediationResult with ``direct`` (NDE),
+        ``indirect`` (NIE) and ``total``.
+        """
+        from causal_wm.queries import mediation
+
+        return mediation(self, treatment, mediator, outcome, treat_value, control_value, given=given, seed=seed)
+
     def ppc(self, draws: int = 200, seed: int | None = None) -> pd.DataFrame:
         """Posterior predictive check per observed node.
 

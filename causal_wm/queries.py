@@ -18,7 +18,7 @@ from causal_wm.data import encode
 from causal_wm.errors import QueryError
 from causal_wm.interventions import check_names, compile_do
 from causal_wm.program import original_matrix
-from causal_wm.results import CounterfactualResult, EffectResult, SimulationResult
+from causal_wm.results import CounterfactualResult, EffectResult, MediationResult, SimulationResult
 from causal_wm.seeding import rng, stream
 
 MAX_OUTPUT_BYTES = 4 * 2**30
@@ -68,27 +68,40 @@ def _select_units(post, given) -> tuple[np.ndarray, str]:
 def effect(post, outcome: str, do: Mapping, vs: Mapping | None = None, given=None, level=None,
            seed: int | None = None) -> EffectResult:
     """Population (or conditional) average effect; see :meth:`Posterior.effect`."""
-    scm, prog = post.scm, post.program
-    check_names(scm, [outcome], "outcome")
+    scm = post.scm
     if not isinstance(do, Mapping) or not do:
         raise QueryError("do must be a non-empty mapping of node -> intervention, e.g. {'treat': 1}.")
     vs = dict(vs or {})
     units, desc = _select_units(post, given)
-    node = scm.node(outcome)
-    if node.family == "categorical":
-        levels = post.plan.scales[outcome].levels
-        if level not in levels:
-            raise QueryError(
-                f"outcome {outcome!r} is categorical: pass level= one of {list(levels)} to get the "
-                "effect on the probability of that category."
-            )
-        level_code = levels.index(level)
-    else:
-        level_code = 0
-    ancestors = nx.ancestors(scm.graph, outcome) | {outcome}
-    needed = np.array([n in ancestors for n in prog.names])
+    out = _contrast(post, outcome, do, vs, units, (), level, seed)
+    warnings = list(post.warnings_for_results())
+    if outcome not in scm.descendants(set(do) | set(vs)) and outcome not in set(do) | set(vs):
+        warnings.append(f"{outcome!r} is not downstream of the intervened nodes, so the effect is zero.")
+    return _result(post, outcome, do, vs, out[:, 0], out[:, 1], len(units), desc, seed, warnings)
+
+
+def _result(post, outcome, do, vs, under_do, under_vs, n_units, desc, seed, warnings) -> EffectResult:
+    C, D = post.shape
+    return EffectResult(
+        outcome=outcome, do=dict(do), vs=dict(vs), chains=(under_do - under_vs).reshape(C, D),
+        under_do=under_do.reshape(C, D), under_vs=under_vs.reshape(C, D), n_units=n_units,
+        given=desc, seed=post.seed if seed is None else seed, diagnostics=post.diagnostics().to_dict(),
+        warnings=tuple(warnings),
+    )
+
+
+def _contrast(post, outcome, do, vs, units, from_vs, level, seed) -> np.ndarray:
+    """Per draw, mean E[outcome] under ``do`` (column 0) and under ``vs`` (column 1).
+
+    Nodes in ``from_vs`` keep, in the ``do`` world, the values they took in the ``vs`` world.
+    """
+    scm, prog = post.scm, post.program
+    check_names(scm, [outcome], "outcome")
     check_names(scm, do, "do")
     check_names(scm, vs, "vs")
+    level_code = _level_code(post, outcome, level)
+    ancestors = nx.ancestors(scm.graph, outcome) | {outcome}
+    needed = np.array([n in ancestors for n in prog.names])
     # Both worlds regenerate everything downstream of either intervention, with shared noise, so
     # the contrast carries no noise of its own (common random numbers).
     src = _sources(post, set(do) | set(vs), "fresh")
@@ -99,23 +112,58 @@ def effect(post, outcome: str, do: Mapping, vs: Mapping | None = None, given=Non
         _check_soft(post, iv, src, lambda n: post.plan.frame[n].to_numpy()[units])
         ivu = _expand_units(comp.per_unit, units, prog.data.shape[0])
         worlds.append((src, comp.kind, comp.value, ivu, comp.tables))
+    src_a = src.copy()
+    for name in from_vs:
+        src_a[prog.index(name)] = K.OTHER
     tables = _merge_tables(worlds)
     key = stream(post.seed if seed is None else seed, "effect")
-    out = K.effect_kernel(
+    return K.effect_kernel(
         prog.arrays, prog.theta, prog.data, prog.lat, units.astype(np.int64), key,
-        worlds[0][0], worlds[0][1], worlds[0][2], worlds[0][3],
+        src_a, worlds[0][1], worlds[0][2], worlds[0][3],
         worlds[1][0], worlds[1][1], worlds[1][2], worlds[1][3],
         tables, needed, prog.index(outcome), level_code,
     )
-    C, D = post.shape
+
+
+def _level_code(post, outcome, level) -> int:
+    if post.scm.node(outcome).family != "categorical":
+        return 0
+    levels = post.plan.scales[outcome].levels
+    if level not in levels:
+        raise QueryError(
+            f"outcome {outcome!r} is categorical: pass level= one of {list(levels)} to get the "
+            "effect on the probability of that category."
+        )
+    return levels.index(level)
+
+
+def mediation(post, treatment: str, mediator, outcome: str, treat_value=1, control_value=0, given=None,
+              seed: int | None = None) -> MediationResult:
+    """Natural direct, natural indirect and total effects; see :meth:`Posterior.mediation`."""
+    scm = post.scm
+    mediators = [mediator] if isinstance(mediator, str) else list(mediator)
+    check_names(scm, [treatment, outcome, *mediators], "mediation")
+    down = scm.descendants([treatment])
+    for m in mediators:
+        if m not in down or outcome not in scm.descendants([m]):
+            raise QueryError(
+                f"mediation: {m!r} must lie on a causal path {treatment!r} -> {m!r} -> {outcome!r}; "
+                f"it does not in model {scm.name!r}."
+            )
+    if outcome not in down:
+        raise QueryError(f"mediation: {outcome!r} is not downstream of {treatment!r}.")
+    units, desc = _select_units(post, given)
+    do, vs = {treatment: treat_value}, {treatment: control_value}
+    total = _contrast(post, outcome, do, vs, units, (), None, seed)      # Y(t1, M(t1)) vs Y(t0, M(t0))
+    direct = _contrast(post, outcome, do, vs, units, mediators, None, seed)  # Y(t1, M(t0)) vs Y(t0, M(t0))
     warnings = list(post.warnings_for_results())
-    if outcome not in scm.descendants(set(do) | set(vs)) and outcome not in set(do) | set(vs):
-        warnings.append(f"{outcome!r} is not downstream of the intervened nodes, so the effect is zero.")
-    return EffectResult(
-        outcome=outcome, do=dict(do), vs=vs, chains=(out[:, 0] - out[:, 1]).reshape(C, D),
-        under_do=out[:, 0].reshape(C, D), under_vs=out[:, 1].reshape(C, D), n_units=len(units),
-        given=desc, seed=post.seed if seed is None else seed, diagnostics=post.diagnostics().to_dict(),
-        warnings=tuple(warnings),
+    args = (len(units), desc, seed, warnings)
+    return MediationResult(
+        treatment=treatment, mediators=tuple(mediators), outcome=outcome,
+        total=_result(post, outcome, do, vs, total[:, 0], total[:, 1], *args),
+        direct=_result(post, outcome, do, vs, direct[:, 0], direct[:, 1], *args),
+        indirect=_result(post, outcome, do, {treatment: treat_value, **{m: "M(t0)" for m in mediators}},
+                         total[:, 0], direct[:, 0], *args),
     )
 
 

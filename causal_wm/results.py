@@ -248,3 +248,51 @@ class CounterfactualResult:
         return {"kind": "counterfactual", "do": _jsonable(self.do), "n_units": len(self.factual),
                 "rows": self.summary(prob if not self.summaries else None).to_dict("records"),
                 "assumption": self.assumption, "seed": self.seed, "diagnostics": self.diagnostics}
+
+
+@dataclass(frozen=True)
+class MediationResult:
+    """Natural direct (NDE), natural indirect (NIE) and total effects of a treatment.
+
+    ``direct`` contrasts Y(t1, M(t0)) with Y(t0, M(t0)); ``indirect`` contrasts Y(t1, M(t1)) with
+    Y(t1, M(t0)); ``total`` is their sum. Each is an :class:`EffectResult` over the same draws,
+    so ``proportion_mediated`` carries their joint uncertainty. Identification of natural effects
+    needs no unmeasured mediator-outcome confounding and no mediator-outcome confounder affected by
+    the treatment (cross-world independence); the SCM assumes both.
+    """
+
+    treatment: str
+    mediators: tuple[str, ...]
+    outcome: str
+    direct: EffectResult
+    indirect: EffectResult
+    total: EffectResult
+
+    @property
+    def proportion_mediated(self) -> np.ndarray:
+        """Draws of NIE / total (undefined where the total effect is near zero)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.indirect.draws / self.total.draws
+
+    def summary(self, prob: float = 0.9) -> pd.DataFrame:
+        """Tidy table: NDE, NIE, total and the proportion mediated."""
+        rows = []
+        for label, r in (("direct (NDE)", self.direct), ("indirect (NIE)", self.indirect), ("total", self.total)):
+            lo, hi = r.interval(prob)
+            rows.append({"quantity": label, "estimate": r.mean(), "lower": lo, "upper": hi, "mcse": r.mcse(),
+                         "prob_positive": r.prob_positive()})
+        pm = self.proportion_mediated
+        pm = pm[np.isfinite(pm)]
+        if pm.size:
+            lo, hi = interval(pm, prob)
+            rows.append({"quantity": "proportion mediated", "estimate": float(np.median(pm)), "lower": lo,
+                         "upper": hi, "mcse": np.nan, "prob_positive": float((pm > 0).mean())})
+        return pd.DataFrame(rows).set_index("quantity")
+
+    def to_dict(self, prob: float = 0.9) -> dict:
+        """JSON-ready summary."""
+        return {"kind": "mediation", "treatment": self.treatment, "mediators": list(self.mediators),
+                "outcome": self.outcome, "prob": prob,
+                "rows": self.summary(prob).reset_index().to_dict("records"),
+                "direct": self.direct.to_dict(prob), "indirect": self.indirect.to_dict(prob),
+                "total": self.total.to_dict(prob)}
