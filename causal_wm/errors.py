@@ -43,6 +43,10 @@ class BackendNotInstalled(CausalWMError, ImportError):
     """An optional backend is not installed; the message gives the install line."""
 
 
+class IdentificationWarning(UserWarning):
+    """The query is not identified by the graph: the answer rests on parametric assumptions alone."""
+
+
 class ConvergenceWarning(UserWarning):
     """The sampler did not converge (R-hat, ESS or divergences); results are flagged."""
 

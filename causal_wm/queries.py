@@ -77,7 +77,32 @@ def effect(post, outcome: str, do: Mapping, vs: Mapping | None = None, given=Non
     warnings = list(post.warnings_for_results())
     if outcome not in scm.descendants(set(do) | set(vs)) and outcome not in set(do) | set(vs):
         warnings.append(f"{outcome!r} is not downstream of the intervened nodes, so the effect is zero.")
+    else:
+        warnings.extend(_identification_warning(scm, set(do) | set(vs), outcome))
     return _result(post, outcome, do, vs, out[:, 0], out[:, 1], len(units), desc, seed, warnings)
+
+
+def _identification_warning(scm, treatment, outcome) -> list[str]:
+    """Warn (and say in the result) when the graph does not identify the effect non-parametrically.
+
+    Without latent nodes every effect is identified by adjusting for the treatment's parents, so
+    only models with latent nodes are checked.
+    """
+    import warnings as _w
+
+    from causal_wm.errors import IdentificationWarning, NotIdentifiable
+    from causal_wm.identify import identify
+
+    if not scm.latent or scm.node(outcome).latent or any(scm.node(t).latent for t in treatment):
+        return []
+    try:
+        identify(scm, sorted(treatment), outcome)
+    except NotIdentifiable as exc:
+        msg = (f"the effect of {sorted(treatment)} on {outcome!r} is not identified by the graph ({exc}); "
+               "the answer rests on the model's parametric assumptions alone.")
+        _w.warn(msg, IdentificationWarning, stacklevel=4)
+        return [msg]
+    return []
 
 
 def _result(post, outcome, do, vs, under_do, under_vs, n_units, desc, seed, warnings) -> EffectResult:

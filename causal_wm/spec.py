@@ -333,6 +333,44 @@ class SCM:
             out |= nx.descendants(self.graph, n)
         return frozenset(out)
 
+    def identify(self, treatment, outcome):
+        """Identify ``P(outcome | do(treatment))`` from the observed nodes (latent nodes are unobserved).
+
+        Tries back-door adjustment, front-door adjustment, then the ID algorithm on the graph's
+        latent projection; where none applies, instrumental variables (identified only under
+        further assumptions). See :mod:`causal_wm.identify`.
+
+        Parameters
+        ----------
+        treatment : str or list of str
+            The intervened node(s); observed.
+        outcome : str or list of str
+            The outcome node(s); observed, disjoint from ``treatment``.
+
+        Returns
+        -------
+        causal_wm.identify.Identification
+            ``kind``, ``is_identified``, ``estimand``, ``adjustment_set``, ``frontdoor_set``,
+            ``instruments`` and ``assumptions``.
+
+        Raises
+        ------
+        QueryError
+            An unknown or latent node, or an empty or overlapping query.
+        NotIdentifiable
+            The graph has a hedge for the query and offers no instrument.
+
+        Examples
+        --------
+        >>> scm = SCM.from_dict({"name": "toy", "nodes": {
+        ...     "c": {}, "t": {"formula": "c"}, "y": {"formula": "t + c"}}})
+        >>> scm.identify(treatment="t", outcome="y").estimand
+        'sum_{c} P(y | t, c) P(c)'
+        """
+        from causal_wm.identify import identify
+
+        return identify(self, treatment, outcome)
+
     @property
     def observed(self) -> tuple[str, ...]:
         """Names of nodes that must be data columns (topological order)."""
