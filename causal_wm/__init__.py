@@ -17,6 +17,7 @@ from causal_wm.errors import (
     ConvergenceWarning,
     DataError,
     FitError,
+    IdentificationWarning,
     ModelSpecError,
     NotIdentifiable,
     QueryError,
@@ -35,6 +36,7 @@ __all__ = [
     "ConvergenceWarning",
     "DataError",
     "FitError",
+    "IdentificationWarning",
     "ModelSpecError",
     "NodeSpec",
     "NotIdentifiable",
@@ -47,6 +49,7 @@ __all__ = [
     "list_library",
     "load_model",
     "normal",
+    "report",
     "scale",
     "shift",
     "uniform",
@@ -54,9 +57,13 @@ __all__ = [
 
 
 def __getattr__(name):
-    # the study runner pulls in more (arviz I/O, the CLI's table printing): load it on first use
+    # the study runner and the report pull in more (arviz I/O, jinja2, matplotlib): load them on first use
     if name == "Study":
         from causal_wm.study import Study
 
         return Study
+    if name == "report":
+        from causal_wm.reporting import render_report
+
+        return render_report
     raise AttributeError(f"module 'causal_wm' has no attribute {name!r}")

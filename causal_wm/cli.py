@@ -65,6 +65,7 @@ def run(
         return
     _print_summary(folder)
     typer.echo(f"results written to {folder}")
+    typer.echo(f"report: {folder / 'report.html'}")
 
 
 def _print_summary(folder: Path) -> None:
@@ -81,6 +82,26 @@ def _print_summary(folder: Path) -> None:
                f"divergences={d['divergences']}")
     for c in res["expect"]:
         typer.echo(f"expect: {'PASS' if c['passed'] else 'FAIL'} {c['description']}")
+
+
+@app.command()
+def report(
+    results_dir: Path = typer.Argument(..., help="A results folder written by 'causal-wm run' (results/<study>)."),
+    pdf: bool = typer.Option(False, "--pdf", help="Also write report.pdf (needs: pip install weasyprint)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+):
+    """Re-render report.html from a saved results folder (no refit)."""
+    from causal_wm.errors import CausalWMError
+    from causal_wm.reporting import render_report
+
+    try:
+        path = render_report(results_dir, pdf=pdf)
+    except CausalWMError as exc:
+        _fail(exc, debug)
+        return
+    typer.echo(str(path))
+    if pdf:
+        typer.echo(str(path.with_suffix(".pdf")))
 
 
 @app.command()

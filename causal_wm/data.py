@@ -83,6 +83,11 @@ def _column(df: pd.DataFrame, name: str, family: str, where: str) -> np.ndarray:
         return vals
     if col.dtype == bool:
         col = col.astype(float)
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        # numbers stored as a pandas category, even as the strings '0'/'1' (as some shipped tables do)
+        as_num = pd.to_numeric(pd.Series(col.cat.categories.astype(str)), errors="coerce")
+        if as_num.notna().all():
+            col = pd.Series(pd.to_numeric(col.astype(str), errors="coerce"), index=col.index, name=col.name)
     if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_complex_dtype(col):
         raise DataError(
             f"column {name!r} has type {col.dtype}, but node {name!r} is {family} and needs numbers. "

@@ -130,9 +130,13 @@ def positive_columns(scm, lays: dict[str, NodeLayout]) -> dict[str, tuple[int, .
 
     A latent factor and the signs of its loadings are only identified up to a flip; fixing the
     sign of its loading on its first observed child (topological order) removes the mirror mode.
+    A latent whose loadings the model file sets with a prior of its own (``b[L]``) keeps that
+    prior instead: the user has fixed the scale and sign (as a sensitivity analysis does).
     """
     out: dict[str, list[int]] = {}
     for lat in scm.latent:
+        if any(f"b[{lat}]" in dict(scm.node(c).priors) for c in scm.graph.successors(lat)):
+            continue
         for child in scm.order:
             lay = lays[child]
             if lay.latent or lay.family == "categorical":

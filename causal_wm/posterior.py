@@ -168,6 +168,20 @@ class Posterior:
 
         return replicate(self, draws=draws, seed=seed)
 
+    # ------------------------------------------------------------------ checks
+    def check(self, outcome: str, treatment: str, prob: float = 0.9):
+        """Triangulation with DoWhy estimators and DoWhy refutations (see :mod:`causal_wm.checks`)."""
+        from causal_wm.checks import check
+
+        return check(self, outcome, treatment, prob=prob)
+
+    def sensitivity(self, outcome: str, treatment: str, strengths=(0.0, 0.25, 0.5, 0.75), prob: float = 0.9,
+                    **fit_overrides) -> pd.DataFrame:
+        """Refit with a latent confounder of each fixed strength (see :func:`causal_wm.checks.sensitivity`)."""
+        from causal_wm.checks import sensitivity
+
+        return sensitivity(self, outcome, treatment, strengths=strengths, prob=prob, **fit_overrides)
+
     def summary(self, prob: float = 0.9) -> pd.DataFrame:
         """ArviZ summary of the parameters (internal scale) with diagnostics."""
         import arviz as az

@@ -471,13 +471,14 @@ class SCM:
         return backend_module("pymc").make_model(make_plan(self, data))
 
     def load_data(self, base: str | Path | None = None):
-        """Load the model's declared data source (``data:`` in the file) as a DataFrame."""
-        from causal_wm.sources import load_source
+        """Load the model's declared data (``data:`` in the file: one source, or several stacked or
+        joined, with filters and derived columns; see :mod:`causal_wm.integration`) as a DataFrame."""
+        from causal_wm.integration import load_data
 
         if not self.data:
             raise ModelSpecError(f"model {self.name!r} declares no 'data:' source.")
         base = base if base is not None else (Path(self.source).parent if self.source else None)
-        return load_source(dict(self.data), base=base)
+        return load_data(dict(self.data), base=base).frame
 
 
 class SCMBuilder:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import tempfile
 import time
@@ -33,8 +34,11 @@ QUERY_KEYS = {
     "effect": {"name", "kind", "outcome", "do", "vs", "given", "level", "question"},
     "simulate": {"name", "kind", "do", "n", "question"},
     "counterfactual": {"name", "kind", "do", "units", "draws", "question", "summary_only"},
+    "mediation": {"name", "kind", "treatment", "mediator", "outcome", "treat_value", "control_value", "given",
+                  "question"},
 }
-REQUIRED_KEYS = {"effect": ("outcome", "do"), "simulate": (), "counterfactual": ("do",)}
+REQUIRED_KEYS = {"effect": ("outcome", "do"), "simulate": (), "counterfactual": ("do",),
+                 "mediation": ("treatment", "mediator", "outcome")}
 EXPECT_KEYS = {"query", "estimate_within", "interval_covers", "prob_positive_above"}
 
 
@@ -152,12 +156,12 @@ class Study:
         return load_model(cand if cand.suffix in (".yaml", ".yml") and cand.exists() else m)
 
     def data(self, scm) -> pd.DataFrame:
-        """The study's data: its own ``data:`` or the model's."""
-        from causal_wm.sources import load_source
+        """The study's data: its own ``data:`` (see :mod:`causal_wm.integration`) or the model's."""
+        from causal_wm.integration import load_data
 
         spec = self.spec.get("data")
         if spec:
-            return load_source(dict(spec), base=Path(self.path).parent)
+            return load_data(dict(spec), base=Path(self.path).parent).frame
         return scm.load_data()
 
     def run(self, out: str | Path = "results", backend: str | None = None, seed: int | None = None,
@@ -221,6 +225,15 @@ class Study:
                                      "level": q.get("level")}
             if q["kind"] == "simulate":
                 return _run_simulate, {"do": do, "n": int(q.get("n", 1000))}
+            if q["kind"] == "mediation":
+                mediators = q["mediator"] if isinstance(q["mediator"], list) else [q["mediator"]]
+                check_names(scm, [q["treatment"], q["outcome"], *mediators], f"query {q['name']!r}")
+                given = q.get("given")
+                if given is not None:
+                    check_names(scm, list(given), f"query {q['name']!r} given")
+                return _run_mediation, {"treatment": q["treatment"], "mediator": mediators, "outcome": q["outcome"],
+                                        "treat_value": q.get("treat_value", 1),
+                                        "control_value": q.get("control_value", 0), "given": given}
             units = q.get("units")
             if units is not None:
                 check_names(scm, list(units), f"query {q['name']!r} units")
@@ -308,9 +321,34 @@ class Study:
             "seed": seed, "settings": {k: getattr(post.settings, k) for k in post.settings.__dataclass_fields__},
             "versions": _versions(), "causal_wm": causal_wm.__version__, "git": _git_sha(),
             "timings_s": {"fit": round(t_fit, 3), "total": round(t_total, 3)},
-            "command": f"causal-wm run {self.path} --seed {seed}",
+            "command": self._command(post.settings, seed),
         }
         (d / "manifest.json").write_text(json.dumps(manifest, indent=2, default=_json_default))
+        self._write_inputs(d, post.scm, df)
+        from causal_wm.reporting import render_report
+
+        render_report(d)
+
+    def _write_inputs(self, d: Path, scm, df) -> None:
+        """Save what a report needs without refitting: the study file, the model and a data summary."""
+        import yaml
+
+        from causal_wm.reporting import summarise_data
+
+        shutil.copyfile(self.path, d / "study.yaml")
+        (d / "model.yaml").write_text(yaml.safe_dump(scm.to_dict(), sort_keys=False, allow_unicode=True),
+                                      encoding="utf-8")
+        (d / "data_summary.json").write_text(json.dumps(summarise_data(df), indent=2, default=_json_default))
+
+    def _command(self, settings, seed: int) -> str:
+        """The command line that reproduces this run, naming every setting that the study file does not."""
+        fit = self.spec.get("fit") or {}
+        flags = [f"--seed {seed}"]
+        for key in ("backend", "draws", "chains", "warmup"):
+            value = getattr(settings, key)
+            if fit.get(key) != value:
+                flags.append(f"--{key} {value}")
+        return f"causal-wm run {shlex.quote(str(self.path))} " + " ".join(flags)
 
 
 def _check_query(q, where) -> None:
@@ -374,6 +412,11 @@ def _run_simulate(post, df, **kw):
     return post.simulate(do=kw["do"], n=kw["n"])
 
 
+def _run_mediation(post, df, **kw):
+    return post.mediation(kw["treatment"], kw["mediator"], kw["outcome"], treat_value=kw["treat_value"],
+                          control_value=kw["control_value"], given=kw["given"])
+
+
 def _run_counterfactual(post, df, **kw):
     units = df
     if kw["units"]:
@@ -387,6 +430,10 @@ def _run_counterfactual(post, df, **kw):
 def _summary_rows(name, res) -> list[dict]:
     kind = res.to_dict()["kind"] if not hasattr(res, "factual") else "counterfactual"
     if kind == "effect":
+        t = res.summary(0.9).reset_index()
+        return [{"query": name, "kind": kind, "quantity": r["quantity"], "estimate": r["estimate"],
+                 "lower": r["lower"], "upper": r["upper"], "mcse": r["mcse"]} for _, r in t.iterrows()]
+    if kind == "mediation":
         t = res.summary(0.9).reset_index()
         return [{"query": name, "kind": kind, "quantity": r["quantity"], "estimate": r["estimate"],
                  "lower": r["lower"], "upper": r["upper"], "mcse": r["mcse"]} for _, r in t.iterrows()]

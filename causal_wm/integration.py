@@ -1,0 +1,176 @@
+"""Data integration declared as data: several sources stacked or joined on keys, filters and
+derived columns, with a summary of what happened to the rows.
+
+A ``data:`` block is either one source (``{path: ...}`` or ``{package: ..., table: ...}``) or::
+
+    data:
+      sources:
+        nsw: {package: causaldata, table: nsw_mixtape}
+        cps: {package: causaldata, table: cps_mixtape}
+      stack: [nsw, cps]              # rows of both, with their name in `source_column`
+      source_column: source
+      # or: join: {left: people, right: regions, on: [region_id], how: left}
+      filter: [{column: age, op: ">=", value: 18}]
+      derive: [{name: age2, op: square, of: age}, {name: treated_cps, op: equals, of: source, value: cps}]
+      columns: [age, age2, ...]      # keep only these (optional)
+
+Operations come from a fixed table (never code): filters ``== != < <= > >= in notin``; derived
+columns ``square log log1p exp abs add subtract multiply divide equals``.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from causal_wm.errors import DataError, suggest
+from causal_wm.sources import load_source
+
+DATA_KEYS = {"sources", "stack", "join", "source_column", "filter", "derive", "columns"}
+FILTER_OPS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
+              ">=": operator.ge}
+UNARY = {"square": np.square, "log": np.log, "log1p": np.log1p, "exp": np.exp, "abs": np.abs}
+BINARY = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divide": np.divide}
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    """The integrated table and a summary of the steps (rows per source, joined, filtered)."""
+
+    frame: pd.DataFrame
+    summary: dict = field(default_factory=dict)
+
+
+def load_data(spec: Mapping, base=None) -> DataBundle:
+    """Load a ``data:`` block (one source, or sources with stack/join, filters and derived columns).
+
+    Examples
+    --------
+    >>> b = load_data({"sources": {"a": {"package": "causaldata", "table": "nsw_mixtape"}},
+    ...                "filter": [{"column": "age", "op": ">=", "value": 30}]})
+    >>> b.summary["rows"]["after filter"] < b.summary["rows"]["a"]
+    True
+    """
+    if not isinstance(spec, Mapping):
+        raise DataError(f"'data' must be a mapping, got {type(spec).__name__}.")
+    if "sources" not in spec:
+        frame = load_source(dict(spec), base=base)
+        return DataBundle(frame, {"rows": {"source": len(frame)}})
+    unknown = set(spec) - DATA_KEYS
+    if unknown:
+        key = sorted(map(str, unknown))[0]
+        raise DataError(f"data: unknown key {key!r}; allowed {sorted(DATA_KEYS)}.{suggest(key, DATA_KEYS)}")
+    sources = spec["sources"]
+    if not isinstance(sources, Mapping) or not sources:
+        raise DataError("data.sources must map names to sources, e.g. {a: {path: a.csv}}.")
+    frames = {str(k): load_source(v, base=base) for k, v in sources.items()}
+    rows: dict = {k: len(v) for k, v in frames.items()}
+    summary: dict = {"rows": rows}
+    if "stack" in spec and "join" in spec:
+        raise DataError("data: use either 'stack' or 'join', not both.")
+    if "stack" in spec:
+        frame = _stack(frames, spec["stack"], spec.get("source_column", "source"))
+        rows["stacked"] = len(frame)
+    elif "join" in spec:
+        frame, info = _join(frames, spec["join"])
+        rows["joined"] = len(frame)
+        summary["join"] = info
+    elif len(frames) == 1:
+        frame = next(iter(frames.values()))
+    else:
+        raise DataError(f"data: {len(frames)} sources need 'stack: [...]' or 'join: {{...}}' to combine them.")
+    for f in spec.get("filter") or []:
+        frame = _filter(frame, f)
+    rows["after filter"] = len(frame)
+    for d in spec.get("derive") or []:
+        frame = _derive(frame, d)
+    if spec.get("columns"):
+        missing = [c for c in spec["columns"] if c not in frame.columns]
+        if missing:
+            raise DataError(f"data.columns names {missing}, which the data do not have.")
+        frame = frame[list(spec["columns"])]
+    return DataBundle(frame.reset_index(drop=True), summary)
+
+
+def _stack(frames, names, column) -> pd.DataFrame:
+    if not isinstance(names, list) or not names:
+        raise DataError("data.stack must list source names, e.g. [nsw, cps].")
+    for n in names:
+        if n not in frames:
+            raise DataError(f"data.stack names {n!r}, which is not a source.{suggest(str(n), frames)}")
+    cols = [set(frames[n].columns) for n in names]
+    common = set.intersection(*cols)
+    dropped = sorted(set.union(*cols) - common)
+    if dropped:
+        raise DataError(f"data.stack: columns {dropped[:8]} are not in every source; select common columns "
+                        "in each source or derive them.")
+    parts = [frames[n].assign(**{column: n}) for n in names]
+    return pd.concat(parts, ignore_index=True)
+
+
+def _join(frames, spec) -> tuple[pd.DataFrame, dict]:
+    if not isinstance(spec, Mapping) or not {"left", "right", "on"} <= set(spec):
+        raise DataError("data.join needs {left: A, right: B, on: [key], how: inner|left}.")
+    left, right = frames.get(spec["left"]), frames.get(spec["right"])
+    if left is None or right is None:
+        raise DataError(f"data.join names an unknown source; sources are {sorted(frames)}.")
+    on = [spec["on"]] if isinstance(spec["on"], str) else list(spec["on"])
+    for side, f in (("left", left), ("right", right)):
+        missing = [k for k in on if k not in f.columns]
+        if missing:
+            raise DataError(f"data.join: key {missing[0]!r} is not a column of the {side} source.")
+    dup = right.duplicated(on, keep=False)
+    if dup.any():
+        raise DataError(f"data.join: the key {on} is not unique in {spec['right']!r} ({int(dup.sum())} rows share "
+                        "a key); a join would duplicate units. Deduplicate or aggregate it first.")
+    how = spec.get("how", "inner")
+    if how not in ("inner", "left"):
+        raise DataError(f"data.join: how must be 'inner' or 'left', got {how!r}.")
+    merged = left.merge(right, on=on, how="left", indicator=True)
+    unmatched = int((merged["_merge"] == "left_only").sum())
+    if how == "inner":
+        merged = merged[merged["_merge"] == "both"]
+    return merged.drop(columns="_merge"), {"on": on, "how": how, "unmatched_left_rows": unmatched}
+
+
+def _filter(frame, f) -> pd.DataFrame:
+    if not isinstance(f, Mapping) or not {"column", "op", "value"} <= set(f):
+        raise DataError(f"data.filter entry {f!r}: expected {{column: c, op: '>=', value: v}}.")
+    col, op, val = f["column"], f["op"], f["value"]
+    if col not in frame.columns:
+        raise DataError(f"data.filter: no column {col!r}.{suggest(str(col), frame.columns)}")
+    if op in ("in", "notin"):
+        mask = frame[col].isin(val if isinstance(val, list) else [val])
+        return frame[mask if op == "in" else ~mask]
+    if op not in FILTER_OPS:
+        raise DataError(f"data.filter: op {op!r} is not one of {sorted(FILTER_OPS) + ['in', 'notin']}.")
+    return frame[FILTER_OPS[op](frame[col], val).fillna(False).to_numpy(dtype=bool)]
+
+
+def _derive(frame, d) -> pd.DataFrame:
+    if not isinstance(d, Mapping) or not {"name", "op", "of"} <= set(d):
+        raise DataError(f"data.derive entry {d!r}: expected {{name: new, op: square, of: column}}.")
+    name, op, of = d["name"], d["op"], d["of"]
+    args = [of] if isinstance(of, str) else list(of)
+    for a in args:
+        if a not in frame.columns:
+            raise DataError(f"data.derive {name!r}: no column {a!r}.{suggest(str(a), frame.columns)}")
+    if op in UNARY and len(args) == 1:
+        with np.errstate(all="ignore"):
+            values = UNARY[op](frame[args[0]].to_numpy(dtype=float))
+    elif op in BINARY and len(args) == 2:
+        with np.errstate(all="ignore"):
+            values = BINARY[op](frame[args[0]].to_numpy(dtype=float), frame[args[1]].to_numpy(dtype=float))
+    elif op == "equals" and len(args) == 1 and "value" in d:
+        values = (frame[args[0]] == d["value"]).astype(int).to_numpy()
+    else:
+        raise DataError(f"data.derive {name!r}: op {op!r} with {len(args)} column(s) is not supported; use one of "
+                        f"{sorted(UNARY)} (one column), {sorted(BINARY)} (two) or equals (one, with value).")
+    if np.issubdtype(np.asarray(values).dtype, np.floating) and not np.all(np.isfinite(values)):
+        bad = int((~np.isfinite(values)).sum())
+        raise DataError(f"data.derive {name!r}: {op} gives {bad} non-finite values (e.g. log of 0); filter first.")
+    return frame.assign(**{name: values})

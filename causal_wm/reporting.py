@@ -1,0 +1,473 @@
+"""Readable reports of a results folder: one self-contained ``report.html``, rendered without refitting.
+
+Everything comes from what :meth:`causal_wm.Study.run` saved in the folder: ``results.json``,
+``summary.csv``, ``manifest.json``, ``study.yaml``, ``model.yaml`` and ``data_summary.json``.
+Folders written before the last three existed still render; their sections say what is missing.
+Figures are PNGs embedded as ``data:`` URIs (see :mod:`causal_wm.plots`), and every piece of text
+from the study, the model or the data is escaped by the template engine.
+
+``cw.report("results/job_training")`` is :func:`render_report`.
+
+Examples
+--------
+>>> number(1663.4), number(-0.01234), number(None)
+('1,663', '-0.0123', 'n/a')
+>>> action("re74", {"shift": 1000})
+'shifting re74 by 1,000'
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from causal_wm.errors import BackendNotInstalled, CausalWMError
+
+log = logging.getLogger(__name__)
+
+TEMPLATE = "report.html.j2"
+MAX_UNITS_SHOWN = 30
+MAX_LEVELS_SHOWN = 10
+PPC_LOW, PPC_HIGH = 0.05, 0.95
+
+
+class ReportError(CausalWMError, FileNotFoundError):
+    """A results folder lacks what a report needs (``results.json``)."""
+
+
+# ---------------------------------------------------------------------------- words and numbers
+def number(x: Any) -> str:
+    """A number as people read it: thousands separators, three significant digits when small."""
+    if x is None or isinstance(x, bool) or not isinstance(x, (int, float, np.number)):
+        return "n/a" if x is None else str(x)
+    x = float(x)
+    if not math.isfinite(x):
+        return "n/a"
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.3g}"
+
+
+def probability(p: float | None) -> str:
+    """A probability with two decimals, saying '> 0.99' rather than rounding up to 1.00."""
+    if p is None:
+        return "n/a"
+    if 0.995 <= p < 1:
+        return "> 0.99"
+    if 0 < p < 0.005:
+        return "< 0.01"
+    return f"{p:.2f}"
+
+
+def action(node: str, value: Any) -> str:
+    """One intervention in words, as a study file writes it (or as ``results.json`` recorded it)."""
+    if isinstance(value, Mapping):
+        if set(value) == {"shift"}:
+            return f"shifting {node} by {number(value['shift'])}"
+        if set(value) == {"scale"}:
+            return f"scaling {node} by {number(value['scale'])}"
+        args = ", ".join(f"{k}={number(v)}" for k, v in value.items() if k != "distribution")
+        return f"drawing {node} from {value.get('distribution', 'a distribution')}({args})"
+    if isinstance(value, str) and value.endswith(")") and "(" in value:
+        return f"intervening on {node} ({value})"  # a repr recorded by an older results.json
+    return f"setting {node} to {number(value) if isinstance(value, (int, float)) else value}"
+
+
+def actions(do: Mapping | None) -> str:
+    """Several interventions joined with 'and' (empty for none)."""
+    return " and ".join(action(k, v) for k, v in (do or {}).items())
+
+
+def _hard(v: Any) -> bool:
+    return not isinstance(v, Mapping) and not (isinstance(v, str) and v.endswith(")"))
+
+
+def contrast(do: Mapping, vs: Mapping | None) -> str:
+    """'Setting treat to 1 instead of 0', or the general form for soft and joint interventions."""
+    vs = vs or {}
+    if len(do) == 1 and set(do) == set(vs) and _hard(*do.values()) and _hard(*vs.values()):
+        (node, a), b = next(iter(do.items())), next(iter(vs.values()))
+        text = f"setting {node} to {number(a) if isinstance(a, (int, float)) else a} instead of "
+        return text + (number(b) if isinstance(b, (int, float)) else str(b))
+    return f"{actions(do)} instead of {actions(vs) or 'leaving every variable as observed'}"
+
+
+def selection(given: Any) -> str:
+    """A unit selection (``given:`` or ``units:``) in words."""
+    if not given:
+        return ""
+    if isinstance(given, Mapping):
+        parts = [f"{k} in {', '.join(map(str, v))}" if isinstance(v, list) else f"{k} = {v}"
+                 for k, v in given.items()]
+        return " and ".join(parts)
+    return str(given).replace("=", " = ")
+
+
+def effect_sentence(res: Mapping, spec: Mapping) -> str:
+    """The answer to an effect query in one sentence, with its interval and probability of benefit.
+
+    Examples
+    --------
+    >>> effect_sentence({"outcome": "re78", "do": {"treat": 1}, "vs": {"treat": 0}, "estimate": 1663.2,
+    ...                  "lower": 656.1, "upper": 2735.4, "prob": 0.9, "prob_positive": 0.99, "n_units": 445},
+    ...                 {})  # doctest: +NORMALIZE_WHITESPACE
+    'Setting treat to 1 instead of 0 changes re78 by 1,663 on average (90% interval 656 to 2,735);
+    probability of a positive effect 0.99.'
+    """
+    do, vs = spec.get("do", res.get("do") or {}), spec.get("vs", res.get("vs") or {})
+    outcome = res["outcome"]
+    if spec.get("level") is not None:
+        outcome = f"the probability that {outcome} = {spec['level']}"
+    text = (f"{contrast(do, vs)} changes {outcome} by {number(res['estimate'])} on average "
+            f"({round(100 * res['prob'])}% interval {number(res['lower'])} to {number(res['upper'])}); "
+            f"probability of a positive effect {probability(res.get('prob_positive'))}.")
+    where = selection(spec.get("given") or res.get("given"))
+    if where:
+        return f"Among the {res['n_units']:,} units with {where}, {text}"
+    return text[0].upper() + text[1:]
+
+
+# ---------------------------------------------------------------------------- data summary
+def summarise_data(df: pd.DataFrame) -> dict:
+    """Rows, columns and per-column summaries of a DataFrame, ready for JSON.
+
+    Numeric columns get mean, SD, min and max; others get counts of their most common values.
+
+    Examples
+    --------
+    >>> s = summarise_data(pd.DataFrame({"x": [1.0, 2.0, None], "g": ["a", "b", "a"]}))
+    >>> s["rows"], s["columns"][0]["missing"], s["columns"][1]["counts"]
+    (3, 1, {'a': 2, 'b': 1})
+    """
+    return {"rows": len(df), "n_columns": df.shape[1], "columns": [_column(str(c), df[c]) for c in df.columns]}
+
+
+def _finite(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _column(name: str, s: pd.Series) -> dict:
+    out: dict[str, Any] = {"name": name, "dtype": str(s.dtype), "missing": int(s.isna().sum())}
+    if s.dtype.kind in "iuf":
+        x = s.dropna().astype(float)
+        out.update(kind="numeric", mean=_finite(x.mean()) if len(x) else None,
+                   sd=_finite(x.std()) if len(x) > 1 else None,
+                   min=_finite(x.min()) if len(x) else None, max=_finite(x.max()) if len(x) else None)
+        return out
+    counts = s.dropna().astype(str).value_counts()
+    top = counts.iloc[:MAX_LEVELS_SHOWN]
+    out.update(kind="categorical", levels=len(counts), counts={str(k): int(v) for k, v in top.items()},
+               other=int(counts.iloc[MAX_LEVELS_SHOWN:].sum()))
+    return out
+
+
+# ---------------------------------------------------------------------------- reading the folder
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _read_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def load_folder(results_dir: str | Path) -> dict:
+    """Everything a report reads from a results folder (missing optional files are ``None``)."""
+    d = Path(results_dir)
+    if not (d / "results.json").is_file():
+        raise ReportError(f"{str(d)!r} has no results.json; give a folder written by 'causal-wm run' "
+                          "(results/<study name>).")
+    summary = pd.read_csv(d / "summary.csv") if (d / "summary.csv").is_file() else None
+    return {"dir": d, "results": _read_json(d / "results.json"), "manifest": _read_json(d / "manifest.json") or {},
+            "study": _read_yaml(d / "study.yaml") or {}, "model": _read_yaml(d / "model.yaml"),
+            "data": _read_json(d / "data_summary.json"), "summary": summary}
+
+
+def _query_specs(study: Mapping) -> dict:
+    return {q["name"]: q for q in study.get("queries") or [] if isinstance(q, Mapping) and "name" in q}
+
+
+# ---------------------------------------------------------------------------- sections
+def _graph_section(scm, study: Mapping) -> dict | None:
+    if scm is None:
+        return None
+    from causal_wm import plots
+
+    specs = study.get("queries") or []
+    treated = {k for q in specs for k in (q.get("do") or {}) | (q.get("vs") or {})}
+    outcomes = {q["outcome"] for q in specs if q.get("outcome")}
+    nodes = [{"name": n.name, "family": n.family, "formula": n.formula or "", "latent": n.latent,
+              "description": n.description or ""} for n in scm.nodes]
+    return {"img": plots.graph_figure(scm.graph, treated, outcomes), "nodes": nodes,
+            "description": scm.description, "name": scm.name}
+
+
+def _data_section(data: Mapping | None, scm) -> dict | None:
+    if not data:
+        return None
+    in_model = set(scm.names) if scm is not None else set()
+    cols = []
+    for c in data["columns"]:
+        counts = ", ".join(f"{k}: {v:,}" for k, v in c.get("counts", {}).items())
+        if c.get("other"):
+            counts += f", other: {c['other']:,}"
+        levels = c.get("levels")
+        cols.append({**c, "counts_text": f"{levels} level{'' if levels == 1 else 's'}: {counts}" if counts else "",
+                     "in_model": c["name"] in in_model})
+    return {"rows": data["rows"], "n_columns": data["n_columns"], "columns": cols}
+
+
+def _diagnostics_section(diag: Mapping, chains: int | None) -> dict:
+    svi = diag.get("method") == "svi"
+    ess = f"at least {100 * chains}" if chains else "at least 100 per chain"
+    rows = [
+        ("method", diag.get("method", "nuts"), "", True),
+        ("largest R-hat", "not applicable (SVI)" if svi else number(diag.get("max_rhat")), "at most 1.01",
+         svi or (diag.get("max_rhat") or 0) <= 1.01),
+        ("smallest bulk ESS", number(diag.get("min_ess_bulk")), ess, _enough(diag.get("min_ess_bulk"), chains)),
+        ("smallest tail ESS", number(diag.get("min_ess_tail")), ess, _enough(diag.get("min_ess_tail"), chains)),
+        ("divergent transitions", str(diag.get("divergences", 0)), "0", not diag.get("divergences")),
+    ]
+    rows = [{"label": a, "value": b, "target": c, "ok": d} for a, b, c, d in rows]
+    return {"ok": bool(diag.get("ok")), "rows": rows, "problems": list(diag.get("problems") or [])}
+
+
+def _enough(ess: float | None, chains: int | None) -> bool:
+    return ess is None or not chains or ess >= 100 * chains
+
+
+def _arms(summary: pd.DataFrame | None, name: str) -> dict:
+    if summary is None:
+        return {}
+    rows = summary[summary["query"] == name].set_index("quantity")
+    return {k: (float(r["estimate"]), float(r["lower"]), float(r["upper"])) for k, r in rows.iterrows()}
+
+
+def short(node: str, value: Any) -> str:
+    """One intervention as a short figure label.
+
+    Examples
+    --------
+    >>> short("treat", 1), short("c", {"shift": -1}), short("t", {"distribution": "bernoulli", "p": 0.3})
+    ('treat=1', 'c - 1', 't ~ bernoulli')
+    """
+    if not isinstance(value, Mapping):
+        return f"{node}={value}"
+    if set(value) == {"shift"}:
+        d = value["shift"]
+        return f"{node} {'-' if d < 0 else '+'} {number(abs(d))}"
+    if set(value) == {"scale"}:
+        return f"{node} × {number(value['scale'])}"
+    return f"{node} ~ {value.get('distribution', '?')}"
+
+
+def _label(do: Mapping | None) -> str:
+    return ", ".join(short(k, v) for k, v in (do or {}).items()) or "as observed"
+
+
+def _effect(name: str, res: Mapping, spec: Mapping, summary) -> dict:
+    from causal_wm import plots
+
+    arms = _arms(summary, name)
+    do, vs = spec.get("do", res.get("do")), spec.get("vs", res.get("vs"))
+    labelled = [(f"do({_label(do)})", *arms["under do"])] if "under do" in arms else []
+    if "under vs" in arms:
+        labelled.append((f"do({_label(vs)})" if vs else "as observed", *arms["under vs"]))
+    img = plots.effect_figure(labelled, (res["estimate"], res["lower"], res["upper"]), res["outcome"], res["prob"])
+    table = [("estimate", number(res["estimate"])), ("posterior SD", number(res.get("sd"))),
+             (f"{round(100 * res['prob'])}% interval", f"{number(res['lower'])} to {number(res['upper'])}"),
+             ("P(effect > 0)", probability(res.get("prob_positive"))), ("Monte Carlo SE", number(res.get("mcse"))),
+             ("units averaged over", f"{res.get('n_units', 0):,}")]
+    return {"sentence": effect_sentence(res, spec), "img": img, "facts": table}
+
+
+def _simulate(res: Mapping, spec: Mapping, data: Mapping | None) -> dict:
+    observed = {c["name"]: c.get("mean") for c in (data or {}).get("columns", [])}
+    rows = [{"node": r["node"], "mean": number(r["estimate"]), "sd": number(r.get("sd")),
+             "interval": f"{number(r['lower'])} to {number(r['upper'])}", "observed": number(observed.get(r["node"]))}
+            for r in res.get("nodes", [])]
+    how = actions(spec.get("do", res.get("do"))) or "without intervening"
+    sentence = (f"Predictive summaries of {res.get('n', 0):,} new units, {how}; each unit uses its own "
+                "posterior draw and fresh noise, so the intervals include both parameter and noise uncertainty.")
+    return {"sentence": sentence, "rows": rows, "prob": round(100 * res.get("prob", 0.9)),
+            "has_observed": any(observed.get(r["node"]) is not None for r in res.get("nodes", []))}
+
+
+def _counterfactual(res: Mapping, spec: Mapping) -> dict:
+    from causal_wm import plots
+
+    do = spec.get("do", res.get("do") or {})
+    rows = pd.DataFrame(res.get("rows") or [], columns=["unit", "node", "factual", "estimate", "lower", "upper"])
+    changed = rows[~rows["node"].isin(list(do))]
+    nodes = []
+    for node, g in changed.groupby("node", sort=False):
+        nodes.append({"node": node, "factual": number(g["factual"].mean()),
+                      "counterfactual": number(g["estimate"].mean()),
+                      "change": number((g["estimate"] - g["factual"]).mean())})
+    n = res.get("n_units", rows["unit"].nunique())
+    where = selection(spec.get("units"))
+    sentence = (f"For each of the {n:,} {'units with ' + where if where else 'units of the data'}, "
+                f"{actions(do)} instead of what happened: the table gives the mean over units of the factual "
+                "value, the counterfactual posterior mean and their difference.")
+    shown = min(n, MAX_UNITS_SHOWN)
+    img = plots.counterfactual_figure(changed, MAX_UNITS_SHOWN) if len(changed) else None
+    caption = (f"{shown} of {n:,} units, chosen evenly across the range of the factual value" if n > shown
+               else f"all {n:,} units")
+    return {"sentence": sentence, "nodes": nodes, "img": img, "caption": caption,
+            "assumption": res.get("assumption", "")}
+
+
+def _queries(bundle: dict) -> list[dict]:
+    res, specs = bundle["results"]["queries"], _query_specs(bundle["study"])
+    out = []
+    for i, (name, r) in enumerate(res.items()):
+        spec = specs.get(name, {})
+        item = {"name": name, "kind": r["kind"], "anchor": f"q{i + 1}", "question": spec.get("question") or "",
+                "warnings": bool(r.get("warnings")) or not r.get("diagnostics", {}).get("ok", True)}
+        if r["kind"] == "effect":
+            item.update(_effect(name, r, spec, bundle["summary"]), outcome=r["outcome"])
+        elif r["kind"] == "simulate":
+            item.update(_simulate(r, spec, bundle["data"]))
+        elif r["kind"] == "counterfactual":
+            item.update(_counterfactual(r, spec))
+        else:  # a kind this report does not know yet: its scalar fields as a table
+            item["facts"] = [(k, number(v)) for k, v in r.items() if isinstance(v, (int, float, str)) and k != "kind"]
+        out.append(item)
+    return out
+
+
+def _ppc(rows: list[Mapping]) -> list[dict]:
+    out = []
+    for r in rows or []:
+        flags = [k for k in ("p_mean", "p_sd") if r.get(k) is not None and not PPC_LOW <= r[k] <= PPC_HIGH]
+        out.append({"node": r["node"], "observed_mean": number(r.get("observed_mean")),
+                    "replicated_mean": number(r.get("replicated_mean")), "p_mean": f"{r.get('p_mean', 0):.2f}",
+                    "observed_sd": number(r.get("observed_sd")), "replicated_sd": number(r.get("replicated_sd")),
+                    "p_sd": f"{r.get('p_sd', 0):.2f}", "ok": not flags})
+    return out
+
+
+def _overview(queries: list[dict], results: Mapping) -> str | None:
+    from causal_wm import plots
+
+    effects = [(q["name"], results[q["name"]]) for q in queries if q["kind"] == "effect"]
+    if len(effects) < 2:
+        return None
+    return plots.forest_figure([(n, r["outcome"], r["estimate"], r["lower"], r["upper"]) for n, r in effects],
+                               effects[0][1]["prob"])
+
+
+def _settings(settings: Mapping) -> list[tuple[str, Any]]:
+    """Fit settings that matter for the method used (SVI's only for SVI; never 'progress')."""
+    skip = {"progress"} | ({"guide", "steps", "learning_rate"} if settings.get("method") != "svi" else set())
+    return sorted((k, v) for k, v in settings.items() if k not in skip)
+
+
+def _reproduce(manifest: Mapping, results: Mapping) -> dict:
+    return {"command": manifest.get("command", ""), "seed": manifest.get("seed", results.get("seed")),
+            "data_sha256": manifest.get("data_sha256", ""), "study_sha256": manifest.get("study_sha256", ""),
+            "git": manifest.get("git") or "unknown", "causal_wm": manifest.get("causal_wm", ""),
+            "versions": sorted((manifest.get("versions") or {}).items()),
+            "settings": _settings(manifest.get("settings") or {}),
+            "timings": manifest.get("timings_s") or {}}
+
+
+def _model(model: Mapping | None):
+    """The saved model as an SCM (grouping factors added back), or None for older folders."""
+    if not model:
+        return None
+    from causal_wm.spec import SCM
+
+    return SCM.from_dict(model)
+
+
+def build_context(bundle: dict) -> dict:
+    """The template's variables for a loaded results folder (see :func:`load_folder`)."""
+    results, study = bundle["results"], bundle["study"]
+    queries = _queries(bundle)
+    chains = (bundle["manifest"].get("settings") or {}).get("chains")
+    scm = _model(bundle["model"])
+    diag = _diagnostics_section(results.get("diagnostics") or {}, chains)
+    failed = [c["description"] for c in results.get("expect") or [] if not c["passed"]]
+    return {
+        "title": study.get("name") or results.get("study", "study"), "description": study.get("description") or "",
+        "model_name": results.get("model", ""), "diagnostics": diag, "failed": failed,
+        "graph": _graph_section(scm, study), "data": _data_section(bundle["data"], scm),
+        "queries": queries, "overview": _overview(queries, results["queries"]), "expect": results.get("expect") or [],
+        "ppc": _ppc(results.get("ppc")), "repro": _reproduce(bundle["manifest"], results),
+    }
+
+
+# ---------------------------------------------------------------------------- rendering
+def _environment():
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("causal_wm", "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["number"] = number
+    return env
+
+
+def render_html(results_dir: str | Path) -> str:
+    """The report of a results folder as an HTML string (nothing is written)."""
+    return _environment().get_template(TEMPLATE).render(**build_context(load_folder(results_dir)))
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _weasyprint():
+    try:
+        import weasyprint
+    except ImportError:
+        raise BackendNotInstalled("writing report.pdf needs WeasyPrint, which is not installed; run 'pip install "
+                                  "weasyprint' (or drop --pdf: report.html has the same content).") from None
+    return weasyprint
+
+
+def render_report(results_dir: str | Path, pdf: bool = False) -> Path:
+    """Write ``report.html`` (and ``report.pdf`` with ``pdf=True``) into a results folder.
+
+    Reads only the saved files; nothing is refitted or recomputed from the posterior.
+
+    Parameters
+    ----------
+    results_dir : str or Path
+        A folder written by :meth:`causal_wm.Study.run` (``results/<study name>``).
+    pdf : bool
+        Also write ``report.pdf`` with WeasyPrint (:class:`BackendNotInstalled` if it is missing).
+
+    Returns
+    -------
+    Path
+        The path of ``report.html``.
+    """
+    d = Path(results_dir)
+    weasy = _weasyprint() if pdf else None
+    html = render_html(d)
+    out = d / "report.html"
+    _write_atomic(out, html.encode("utf-8"))
+    if weasy is not None:
+        _write_atomic(d / "report.pdf", weasy.HTML(string=html, base_url=str(d)).write_pdf())
+    log.info("report written to %s", out)
+    return out
+

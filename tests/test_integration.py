@@ -1,0 +1,47 @@
+"""Declarative data integration: stacking and joining sources, filters, derived columns, checks."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+import causal_wm as cw
+from causal_wm.integration import load_data
+
+
+def test_stack_two_shipped_tables_with_source_column():
+    b = load_data({"sources": {"nsw": {"package": "causaldata", "table": "nsw_mixtape"},
+                               "cps": {"package": "causaldata", "table": "cps_mixtape"}},
+                   "stack": ["nsw", "cps"], "source_column": "source"})
+    assert b.summary["rows"] == {"nsw": 445, "cps": 15992, "stacked": 16437, "after filter": 16437}
+    assert b.frame["source"].value_counts().to_dict() == {"cps": 15992, "nsw": 445}
+
+
+def test_join_reports_unmatched_and_rejects_duplicate_keys(tmp_path):
+    pd.DataFrame({"id": [1, 2, 3], "x": [1.0, 2.0, 3.0]}).to_csv(tmp_path / "a.csv", index=False)
+    pd.DataFrame({"id": [1, 2], "region": ["n", "s"]}).to_csv(tmp_path / "b.csv", index=False)
+    spec = {"sources": {"a": {"path": "a.csv"}, "b": {"path": "b.csv"}},
+            "join": {"left": "a", "right": "b", "on": "id", "how": "inner"}}
+    b = load_data(spec, base=tmp_path)
+    assert len(b.frame) == 2 and b.summary["join"]["unmatched_left_rows"] == 1
+    pd.DataFrame({"id": [1, 1], "region": ["n", "s"]}).to_csv(tmp_path / "b.csv", index=False)
+    with pytest.raises(cw.DataError, match="not unique"):
+        load_data(spec, base=tmp_path)
+
+
+def test_filter_and_derive_are_data_not_code():
+    b = load_data({"sources": {"a": {"package": "causaldata", "table": "nsw_mixtape"}},
+                   "filter": [{"column": "age", "op": ">=", "value": 30}],
+                   "derive": [{"name": "age2", "op": "square", "of": "age"},
+                              {"name": "ratio", "op": "divide", "of": ["re75", "age"]}]})
+    assert (b.frame["age"] >= 30).all()
+    assert (b.frame["age2"] == b.frame["age"].astype(float) ** 2).all()
+    with pytest.raises(cw.DataError, match="op"):
+        load_data({"sources": {"a": {"package": "causaldata", "table": "nsw_mixtape"}},
+                   "derive": [{"name": "z", "op": "__import__('os')", "of": "age"}]})
+    with pytest.raises(cw.DataError, match="non-finite"):
+        load_data({"sources": {"a": {"package": "causaldata", "table": "nsw_mixtape"}},
+                   "derive": [{"name": "l", "op": "log", "of": "re74"}]})
+    with pytest.raises(cw.DataError, match="Did you mean 'age'"):
+        load_data({"sources": {"a": {"package": "causaldata", "table": "nsw_mixtape"}},
+                   "filter": [{"column": "agee", "op": ">", "value": 1}]})
