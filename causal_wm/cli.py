@@ -44,7 +44,7 @@ def run(
     """Fit the study's model, answer its queries and write a results folder."""
     import warnings
 
-    from causal_wm.errors import CausalWMError, ConvergenceWarning
+    from causal_wm.errors import CausalWMError, ConvergenceWarning, IdentificationWarning
     from causal_wm.study import Study
 
     _log_to_terminal(quiet)
@@ -55,10 +55,11 @@ def run(
             typer.echo(f"study {s.name}: fitting and answering {len(s.spec['queries'])} queries ...")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
+            warnings.simplefilter("always", IdentificationWarning)
             folder = s.run(out, backend=backend, seed=seed, draws=draws, chains=chains, warmup=warmup,
                            progress=not quiet)
         for w in caught:
-            if issubclass(w.category, ConvergenceWarning):
+            if issubclass(w.category, (ConvergenceWarning, IdentificationWarning)):
                 typer.echo(f"warning: {w.message}", err=True)
     except CausalWMError as exc:
         _fail(exc, debug)
@@ -102,6 +103,82 @@ def report(
     typer.echo(str(path))
     if pdf:
         typer.echo(str(path.with_suffix(".pdf")))
+
+
+@app.command()
+def query(
+    results_dir: Path = typer.Argument(..., help="A results folder (from causal-wm run or causal-wm fit)."),
+    outcome: str = typer.Option(None, "--outcome", help="Outcome node (effect queries)."),
+    do: list[str] = typer.Option(..., "--do", help="Intervention NODE=VALUE, NODE=shift:D or NODE=scale:K."),
+    vs: list[str] = typer.Option(None, "--vs", help="Comparison intervention (default: none)."),
+    units: str = typer.Option(None, "--units", help="Units to average over, e.g. \"age > 30 and black == 1\"."),
+    counterfactual: bool = typer.Option(False, "--counterfactual", help="Per-unit counterfactuals instead."),
+    prob: float = typer.Option(0.9, "--prob", help="Interval probability."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+):
+    """Ask a new question of a saved posterior, without refitting."""
+    import pandas as pd
+
+    from causal_wm.errors import CausalWMError, QueryError
+    from causal_wm.saved import load_posterior, parse_assignment, select_units
+
+    try:
+        post = load_posterior(results_dir)
+        do_map = dict(parse_assignment(x) for x in do)
+        vs_map = dict(parse_assignment(x) for x in (vs or []))
+        mask = select_units(post.plan.frame, units)
+        if counterfactual:
+            res = post.counterfactual(units=post.plan.frame[mask], do=do_map, summary_only=True, prob=prob)
+            table = res.summary()
+            if outcome:
+                table = table[table["node"] == outcome]
+        else:
+            if not outcome:
+                raise QueryError("an effect query needs --outcome NODE.")
+            res = post.effect(outcome, do=do_map, vs=vs_map, given=mask)
+            table = res.summary(prob)
+    except CausalWMError as exc:
+        _fail(exc, debug)
+        return
+    with pd.option_context("display.max_rows", 60, "display.width", 160):
+        typer.echo(table.to_string())
+    if not post.ok:
+        typer.echo("warning: the saved fit did not pass its convergence checks.", err=True)
+
+
+@app.command()
+def fit(
+    model: str = typer.Argument(..., help="Model YAML file or library name."),
+    data: Path = typer.Option(None, "--data", help="CSV/Parquet data (default: the model's own data source)."),
+    out: Path = typer.Option(Path("results"), "--out", help="Folder for results (a subfolder per model)."),
+    backend: str = typer.Option("numpyro", "--backend", help="numpyro or pymc."),
+    seed: int = typer.Option(0, "--seed"),
+    draws: int = typer.Option(1000, "--draws"),
+    chains: int = typer.Option(4, "--chains"),
+    warmup: int = typer.Option(1000, "--warmup"),
+    quiet: bool = typer.Option(False, "--quiet"),
+    debug: bool = typer.Option(False, "--debug"),
+):
+    """Fit a model and save its posterior (posterior.nc, model, data, diagnostics) for later queries."""
+    from causal_wm.errors import CausalWMError
+    from causal_wm.library import load_model
+    from causal_wm.sources import load_source
+    from causal_wm.study import save_fit
+
+    _log_to_terminal(quiet)
+    try:
+        scm = load_model(model)
+        df = load_source({"path": str(data)}) if data else scm.load_data()
+        post = scm.fit(df, backend=backend, seed=seed, draws=draws, chains=chains, warmup=warmup,
+                       progress=not quiet)
+        folder = save_fit(post, out)
+    except CausalWMError as exc:
+        _fail(exc, debug)
+        return
+    d = post.diagnostics().to_dict()
+    typer.echo(f"diagnostics: ok={d['ok']} max R-hat={d['max_rhat']} min bulk ESS={d['min_ess_bulk']} "
+               f"divergences={d['divergences']}")
+    typer.echo(f"posterior written to {folder}")
 
 
 @app.command()

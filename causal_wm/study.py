@@ -324,20 +324,18 @@ class Study:
             "command": self._command(post.settings, seed),
         }
         (d / "manifest.json").write_text(json.dumps(manifest, indent=2, default=_json_default))
-        self._write_inputs(d, post.scm, df)
+        self._write_inputs(d, post, df)
         from causal_wm.reporting import render_report
 
         render_report(d)
 
-    def _write_inputs(self, d: Path, scm, df) -> None:
-        """Save what a report needs without refitting: the study file, the model and a data summary."""
-        import yaml
-
+    def _write_inputs(self, d: Path, post, df) -> None:
+        """Save what a report or a later query needs without refitting: the study file, the model, the
+        data fitted and a data summary."""
         from causal_wm.reporting import summarise_data
 
         shutil.copyfile(self.path, d / "study.yaml")
-        (d / "model.yaml").write_text(yaml.safe_dump(scm.to_dict(), sort_keys=False, allow_unicode=True),
-                                      encoding="utf-8")
+        save_fit_inputs(d, post)
         (d / "data_summary.json").write_text(json.dumps(summarise_data(df), indent=2, default=_json_default))
 
     def _command(self, settings, seed: int) -> str:
@@ -349,6 +347,44 @@ class Study:
             if fit.get(key) != value:
                 flags.append(f"--{key} {value}")
         return f"causal-wm run {shlex.quote(str(self.path))} " + " ".join(flags)
+
+
+def save_fit(post, out: str | Path) -> Path:
+    """Write a fitted posterior to ``out/<model name>/`` atomically (for ``causal-wm fit``)."""
+    import causal_wm
+
+    final = Path(out) / post.scm.name
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{post.scm.name}.", dir=final.parent))
+    tmp.chmod(0o755)
+    try:
+        post.idata.to_netcdf(str(tmp / "posterior.nc"))
+        save_fit_inputs(tmp, post)
+        manifest = {"model": post.scm.name, "seed": post.seed, "versions": _versions(),
+                    "causal_wm": causal_wm.__version__, "git": _git_sha(),
+                    "settings": {k: getattr(post.settings, k) for k in post.settings.__dataclass_fields__},
+                    "diagnostics": post.diagnostics().to_dict()}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=_json_default))
+        _replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def save_fit_inputs(d: Path, post) -> None:
+    """Save what rebuilds the Posterior without refitting: the model and the exact data fitted.
+
+    ``data.csv`` holds the observed columns at full float precision, so :func:`causal_wm.saved.load_posterior`
+    recovers the same internal scales.
+    """
+    import yaml
+
+    (d / "model.yaml").write_text(yaml.safe_dump(post.scm.to_dict(), sort_keys=False, allow_unicode=True),
+                                  encoding="utf-8")
+    frame = post.plan.frame.copy()
+    frame.index.name = "unit"
+    frame.to_csv(d / "data.csv", float_format="%.17g")
 
 
 def _check_query(q, where) -> None:

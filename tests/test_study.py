@@ -86,3 +86,35 @@ def test_cli_error_is_one_line_and_nonzero(tmp_path):
 def test_cli_models_lists_library():
     r = CliRunner().invoke(app, ["models"])
     assert r.exit_code == 0 and "job_training" in r.output
+
+
+def test_query_saved_results_without_refitting(flagship, monkeypatch):
+    import causal_wm.fitting
+
+    folder, _ = flagship
+    monkeypatch.setattr(causal_wm.fitting, "fit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("refit")))
+    r = CliRunner().invoke(app, ["query", str(folder), "--outcome", "re78", "--do", "treat=1", "--vs", "treat=0"])
+    assert r.exit_code == 0, r.output
+    saved = json.loads((folder / "results.json").read_text())["queries"]["ate"]
+    post = __import__("causal_wm.saved", fromlist=["load_posterior"]).load_posterior(folder)
+    again = post.effect("re78", do={"treat": 1}, vs={"treat": 0})
+    assert again.mean() == pytest.approx(saved["estimate"], rel=1e-12)  # same draws, same seed: same numbers
+    assert f"{saved['estimate']:.1f}"[:4] in r.output.replace(",", "")
+    r = CliRunner().invoke(app, ["query", str(folder), "--outcome", "re78", "--do", "treat=1", "--vs", "treat=0",
+                                 "--units", "age > 30 and black == 1"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["query", str(folder), "--outcome", "re78", "--do", "treat=1",
+                                 "--units", "agee > 30"])
+    assert r.exit_code == 2 and "age" in r.output
+
+
+def test_fit_command_saves_a_queryable_posterior(tmp_path):
+    r = CliRunner().invoke(app, ["fit", "job_training", "--out", str(tmp_path), "--draws", "300", "--chains", "1",
+                                 "--warmup", "300", "--quiet"])
+    assert r.exit_code == 0, r.output
+    folder = tmp_path / "job_training"
+    assert {"posterior.nc", "model.yaml", "data.csv", "manifest.json"} <= {p.name for p in folder.iterdir()}
+    r = CliRunner().invoke(app, ["query", str(folder), "--do", "treat=0", "--counterfactual", "--outcome", "re78",
+                                 "--units", "treat == 1"])
+    assert r.exit_code == 0, r.output
+    assert "re78" in r.output
