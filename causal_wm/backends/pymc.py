@@ -19,6 +19,7 @@ from causal_wm.idata import coords_dims
 
 try:
     import pymc as pm
+    import pytensor
     import pytensor.tensor as pt
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise BackendNotInstalled(
@@ -187,5 +188,6 @@ def log_density(plan, params: dict) -> float:
         vv = model.rvs_to_values[rv]
         val = np.asarray(params[rv.name], dtype=float)
         tr = model.rvs_to_transforms.get(rv)
-        point[vv.name] = val if tr is None else np.asarray(tr.forward(val).eval())
+        # pytensor.function compiles the transform graph (a symbolic graph, not Python source)
+        point[vv.name] = val if tr is None else np.asarray(pytensor.function([], tr.forward(val))())
     return float(model.compile_logp(jacobian=False)(point))
