@@ -288,7 +288,27 @@ def _effect(name: str, res: Mapping, spec: Mapping, summary) -> dict:
              (f"{round(100 * res['prob'])}% interval", f"{number(res['lower'])} to {number(res['upper'])}"),
              ("P(effect > 0)", probability(res.get("prob_positive"))), ("Monte Carlo SE", number(res.get("mcse"))),
              ("units averaged over", f"{res.get('n_units', 0):,}")]
-    return {"sentence": effect_sentence(res, spec), "img": img, "facts": table}
+    return {"sentence": effect_sentence(res, spec), "img": img, "facts": table,
+            "identification": _identification_facts(res.get("identification"))}
+
+
+def _identification_facts(ident: Mapping | None) -> list[tuple[str, str]]:
+    """Rows saying whether and how the graph identifies the query, with its assumptions."""
+    if not ident:
+        return []
+    if not ident.get("is_identified") and ident.get("kind") in (None, "none"):
+        return [("identification", "not identified by the graph: the answer rests on the model's parametric "
+                                   "assumptions alone"), *(("why", a) for a in ident.get("assumptions", []))]
+    rows = [("identification", f"{ident['kind']}" + ("" if ident.get("is_identified") else
+                                                       " (needs further assumptions)"))]
+    if ident.get("estimand"):
+        rows.append(("estimand", ident["estimand"]))
+    if ident.get("adjustment_set") is not None:
+        rows.append(("adjustment set", ", ".join(ident["adjustment_set"]) or "(none needed)"))
+    if ident.get("instruments"):
+        rows.append(("instruments", ", ".join(ident["instruments"])))
+    rows.extend(("assumption", a) for a in ident.get("assumptions", []))
+    return rows
 
 
 def _simulate(res: Mapping, spec: Mapping, data: Mapping | None) -> dict:

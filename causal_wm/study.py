@@ -306,6 +306,9 @@ class Study:
         payload = {}
         for name, res in results.items():
             payload[name] = res.to_dict()
+            ident = identification(post.scm, res)
+            if ident is not None:
+                payload[name]["identification"] = ident
             rows.extend(_summary_rows(name, res))
             if hasattr(res, "factual"):
                 res.summary().to_csv(d / f"counterfactual_{name}.csv", index=False, float_format="%.10g")
@@ -347,6 +350,28 @@ class Study:
             if fit.get(key) != value:
                 flags.append(f"--{key} {value}")
         return f"causal-wm run {shlex.quote(str(self.path))} " + " ".join(flags)
+
+
+def identification(scm, res) -> dict | None:
+    """What the graph says about an effect or mediation query (for results.json and the report)."""
+    from causal_wm.errors import NotIdentifiable, QueryError
+
+    d = res.to_dict()
+    if d["kind"] == "effect":
+        treatment, outcome = sorted(set(d["do"]) | set(d["vs"])), d["outcome"]
+    elif d["kind"] == "mediation":
+        treatment, outcome = [d["treatment"]], d["outcome"]
+    else:
+        return None
+    try:
+        idf = scm.identify(treatment, outcome)
+    except NotIdentifiable as exc:
+        return {"is_identified": False, "kind": "none", "estimand": None, "assumptions": [str(exc)]}
+    except QueryError as exc:  # e.g. a latent treatment: nothing the graph can say from data
+        return {"is_identified": False, "kind": "none", "estimand": None, "assumptions": [str(exc)]}
+    return {"is_identified": bool(idf.is_identified), "kind": idf.kind, "estimand": idf.estimand,
+            "adjustment_set": None if idf.adjustment_set is None else list(idf.adjustment_set),
+            "instruments": list(idf.instruments), "assumptions": list(idf.assumptions)}
 
 
 def save_fit(post, out: str | Path) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -127,13 +129,17 @@ def test_same_seed_same_numbers_and_streams_differ():
 def test_ate_interval_coverage_over_simulated_datasets():
     """90% intervals of the ATE cover the truth 82-97% of the time over 60 data sets."""
     scm = cw.SCM.from_dict(LG_MODEL)
-    hits = 0
+    hits = flagged = 0
     n_sets = 60
     for i in range(n_sets):
         df, _ = simulate_lg(150, seed=1000 + i)
-        post = scm.fit(df, chains=2, draws=400, warmup=400, seed=i)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", cw.ConvergenceWarning)
+            post = scm.fit(df, chains=2, draws=1000, warmup=500, seed=i)
+        flagged += any(issubclass(w.category, cw.ConvergenceWarning) for w in caught)
         lo, hi = post.effect("y", do={"t": 1.0}, vs={"t": 0.0}).interval(0.9)
         hits += lo < LG_TOTAL < hi
     coverage = hits / n_sets
-    print(f"ATE 90% interval coverage over {n_sets} data sets: {coverage:.3f}")
+    print(f"ATE 90% interval coverage over {n_sets} data sets: {coverage:.3f} ({flagged} fits flagged)")
     assert 0.82 <= coverage <= 0.97
+    assert flagged <= 3  # a flag now and then is the R-hat check working; many would be a sampler problem
