@@ -117,11 +117,11 @@ def make_model(plan):
                 a = numpyro.sample(
                     sites.intercept(name), prior_dist(node.prior("intercept"), (lay.n_eta,)).to_event(1)
                 )
-                eta = jnp.broadcast_to(a, (n, lay.n_eta))
                 if b is not None:
                     X = jnp.stack([column_values(c, pred) for c in lay.columns], axis=-1)
-                    eta = eta + X @ b.T
-                logits = jnp.concatenate([jnp.zeros((n, 1)), eta], axis=-1)
+                    logits = jnp.concatenate([jnp.zeros((n, 1)), a + X @ b.T], axis=-1)
+                else:  # a root: one row of logits, broadcast by the plate (no (n, K) array per gradient)
+                    logits = jnp.concatenate([jnp.zeros(1), a])
                 with numpyro.plate(sites.UNIT, n):
                     numpyro.sample(name, dist.Categorical(logits=logits), obs=data[name].astype(jnp.int32))
                 vals[name] = data[name]
