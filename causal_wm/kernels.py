@@ -10,8 +10,11 @@ and the query's key. The numbers therefore do not depend on chunking or thread c
 of a contrast share their noise (common random numbers), and every posterior draw gets its own
 independent noise.
 
-Why numba and not JAX: on the 2-core CPU machines we target, a fused numba loop measured several
-times faster than jit-compiled JAX for this walk (see docs/performance.md).
+Why numba: a loop fused by hand for one model measured about 2x faster than jit-compiled JAX on
+our 2-core CPUs. This kernel is generic (it interprets any model's layout per node), and that
+interpretation costs: it measured about 50x slower than the hand-fused loop and about 30x slower
+than JAX on the benchmark model (docs/performance.md). Specialising the kernel per model is the
+open work item.
 """
 
 from __future__ import annotations
