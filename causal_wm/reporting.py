@@ -22,6 +22,8 @@ import json
 import logging
 import math
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -464,6 +466,26 @@ def _weasyprint():
     return weasyprint
 
 
+_IMG = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+
+
+def write_figures(html: str, folder: Path) -> list[Path]:
+    """Save the report's embedded figures as ``figures/figure_NN.png`` (replacing an older set)."""
+    import base64
+
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    paths = []
+    for i, data in enumerate(_IMG.findall(html), start=1):
+        p = tmp / f"figure_{i:02d}.png"
+        p.write_bytes(base64.b64decode(data))
+        paths.append(folder / p.name)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    return paths
+
+
 def render_report(results_dir: str | Path, pdf: bool = False) -> Path:
     """Write ``report.html`` (and ``report.pdf`` with ``pdf=True``) into a results folder.
 
@@ -486,6 +508,7 @@ def render_report(results_dir: str | Path, pdf: bool = False) -> Path:
     html = render_html(d)
     out = d / "report.html"
     _write_atomic(out, html.encode("utf-8"))
+    write_figures(html, d / "figures")
     if weasy is not None:
         _write_atomic(d / "report.pdf", weasy.HTML(string=html, base_url=str(d)).write_pdf())
     log.info("report written to %s", out)

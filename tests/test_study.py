@@ -44,6 +44,8 @@ def test_results_folder_contents(flagship):
     names = {p.name for p in folder.iterdir()}
     assert {"posterior.nc", "results.json", "summary.csv", "manifest.json",
             "counterfactual_treated_without_training.csv"} <= names
+    figures = sorted((folder / "figures").glob("figure_*.png"))
+    assert figures and all(f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in figures)
     man = json.loads((folder / "manifest.json").read_text())
     assert man["seed"] == 0 and len(man["data_sha256"]) == 64 and man["versions"]["numpyro"]
     import arviz as az
