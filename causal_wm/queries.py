@@ -345,8 +345,8 @@ def counterfactual(post, units: pd.DataFrame, do: Mapping, draws: int | None = N
     out = np.empty((len(draw_idx), len(rows), len(outputs)))
     K.units_kernel(prog.arrays, prog.theta, data, orig, prog.lat, rows, draw_idx, False, key, src_f, src_c,
                    comp.kind, comp.value, ivu, comp.tables, needed, outputs, out)
-    values = {prog.names[k]: np.ascontiguousarray(_labels(post, prog.names[k], out[:, :, i]))
-              for i, k in enumerate(outputs)}
+    # views into the kernel's one buffer (no per-node copy: peak memory is the result's own size)
+    values = {prog.names[k]: _labels(post, prog.names[k], out[:, :, i]) for i, k in enumerate(outputs)}
     return CounterfactualResult(values, factual, **common)
 
 
