@@ -7,6 +7,7 @@ leaves no half-written results.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -321,7 +322,7 @@ class Study:
             "study": self.name,
             "study_sha256": hashlib.sha256(Path(self.path).read_bytes()).hexdigest(),
             "data_sha256": hashlib.sha256(pd.util.hash_pandas_object(df, index=True).values.tobytes()).hexdigest(),
-            "seed": seed, "settings": {k: getattr(post.settings, k) for k in post.settings.__dataclass_fields__},
+            "seed": seed, "settings": dataclasses.asdict(post.settings),
             "versions": _versions(), "causal_wm": causal_wm.__version__, "git": _git_sha(),
             "timings_s": {"fit": round(t_fit, 3), "total": round(t_total, 3)},
             "command": self._command(post.settings, seed),
@@ -387,7 +388,7 @@ def save_fit(post, out: str | Path) -> Path:
         save_fit_inputs(tmp, post)
         manifest = {"model": post.scm.name, "seed": post.seed, "versions": _versions(),
                     "causal_wm": causal_wm.__version__, "git": _git_sha(),
-                    "settings": {k: getattr(post.settings, k) for k in post.settings.__dataclass_fields__},
+                    "settings": dataclasses.asdict(post.settings),
                     "diagnostics": post.diagnostics().to_dict()}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=_json_default))
         _replace_dir(tmp, final)
@@ -490,11 +491,7 @@ def _run_counterfactual(post, df, **kw):
 
 def _summary_rows(name, res) -> list[dict]:
     kind = res.to_dict()["kind"] if not hasattr(res, "factual") else "counterfactual"
-    if kind == "effect":
-        t = res.summary(0.9).reset_index()
-        return [{"query": name, "kind": kind, "quantity": r["quantity"], "estimate": r["estimate"],
-                 "lower": r["lower"], "upper": r["upper"], "mcse": r["mcse"]} for _, r in t.iterrows()]
-    if kind == "mediation":
+    if kind in ("effect", "mediation"):
         t = res.summary(0.9).reset_index()
         return [{"query": name, "kind": kind, "quantity": r["quantity"], "estimate": r["estimate"],
                  "lower": r["lower"], "upper": r["upper"], "mcse": r["mcse"]} for _, r in t.iterrows()]
