@@ -5,6 +5,8 @@ names) separates the parts, so names never collide.
 """
 
 UNIT = "unit"
+# the joint site of latent nodes integrated out analytically (node names cannot start with "_")
+MARGINAL = "_latent_joint"
 
 
 def intercept(node: str) -> str:
@@ -50,3 +52,13 @@ def level_dim(node: str) -> str:
 def effect_dim(node: str, group: str) -> str:
     """Dimension of the group-level columns of ``node`` by ``group``."""
     return f"{node}__{group}__effect"
+
+
+def missing(node: str) -> str:
+    """The imputed values of ``node``'s missing entries (one per unit that lacks it)."""
+    return f"{node}__missing"
+
+
+def missing_dim(node: str) -> str:
+    """Dimension of ``node``'s imputed values: the labels of the units that lack it."""
+    return f"{node}__missing_unit"

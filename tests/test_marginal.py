@@ -1,0 +1,222 @@
+"""Gaussian latent confounders integrated out analytically (NumPyro backend).
+
+The marginal likelihood is checked against numerical integration of the per-unit model, the
+reconstructed latent draws against their closed-form conditional, and a full fit against the
+instrumental-variable truth of data simulated with NumPy.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import causal_wm as cw
+from causal_wm import sites
+from causal_wm.design import layouts, marginal_latents
+from causal_wm.fitting import make_plan
+from tests.conftest import quiet_fit
+
+IV = {"name": "iv", "nodes": {
+    "w": {},
+    "z": {"family": "bernoulli", "formula": "w"},
+    "u": {"latent": True, "formula": "w"},
+    "x": {"formula": "z + u + w"},
+    "y": {"formula": "x + u + x:w"},
+}}
+
+
+def _iv_data(n, seed, effect=0.3):
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=n)
+    z = rng.binomial(1, 1 / (1 + np.exp(-0.5 * w)))
+    u = 0.4 * w + rng.normal(size=n)
+    x = 1.0 + 0.8 * z + 0.9 * u + 0.3 * w + 0.7 * rng.normal(size=n)
+    y = 0.5 + effect * x + 1.1 * u + 0.1 * x * w + 0.5 * rng.normal(size=n)
+    return pd.DataFrame({"w": w, "z": z, "x": x, "y": y})
+
+
+def test_eligibility_rules():
+    scm = cw.SCM.from_dict(IV)
+    df = _iv_data(50, 0)
+    plan = make_plan(scm, df)
+    assert plan.marginal == ("u",)
+    # a non-Gaussian child keeps the latent sampled per unit
+    d = {"nodes": {**IV["nodes"], "y": {"family": "bernoulli", "formula": "x + u"}}}
+    df2 = df.assign(y=(df.y > df.y.median()).astype(int))
+    assert make_plan(cw.SCM.from_dict(d), df2).marginal == ()
+    # two latents in one column (an interaction) is not linear in them
+    d = {"nodes": {"u": {"latent": True}, "v": {"latent": True}, "x": {"formula": "u + v"},
+                   "y": {"formula": "x + u:v"}}}
+    scm3 = cw.SCM.from_dict(d)
+    from causal_wm.data import fit_scales
+
+    assert marginal_latents(scm3, layouts(scm3, fit_scales(scm3, df[["x", "y"]]))) == ()
+
+
+def _trace(model, params):
+    from numpyro import handlers
+
+    return handlers.trace(handlers.substitute(model, data=params)).get_trace()
+
+
+def test_marginal_likelihood_matches_numerical_integration():
+    import jax
+    from numpyro.infer import Predictive
+
+    from causal_wm.backends.numpyro import _jax, make_model
+
+    _jax()
+    scm = cw.SCM.from_dict(IV)
+    plan = make_plan(scm, _iv_data(40, 1))
+    plain, marg = make_model(plan, "plain"), make_model(plan, "marginal", ridge=False)
+    prior = Predictive(plain, num_samples=1)(jax.random.PRNGKey(3))
+    params = {k: v[0] for k, v in prior.items() if k not in ("u", *scm.observed)}
+    tm = _trace(marg, params)
+    got = np.asarray(tm[sites.MARGINAL]["fn"].log_prob(tm[sites.MARGINAL]["value"]))
+    tr0 = _trace(plain, {**params, "u": np.zeros(plan.n)})
+    tr1 = _trace(plain, {**params, "u": np.ones(plan.n)})
+    eta = np.asarray(tr0["u"]["fn"].loc)
+    # adaptive Gauss-Hermite around each unit's conditional mode: integrate p(x, y | u) N(u; eta, 1)
+    prec, lin = np.ones(plan.n), eta.copy()
+    for c in ("x", "y"):
+        m0, m1 = np.asarray(tr0[c]["fn"].loc), np.asarray(tr1[c]["fn"].loc)
+        s2 = np.asarray(tr0[c]["fn"].scale) ** 2
+        prec += (m1 - m0) ** 2 / s2
+        lin += (m1 - m0) * (plan.values[c] - m0) / s2
+    mu, sd = lin / prec, 1 / np.sqrt(prec)
+    t, wts = np.polynomial.hermite.hermgauss(40)
+    terms = []
+    for tk, wk in zip(t, wts, strict=True):
+        u = mu + np.sqrt(2.0) * sd * tk
+        tr = _trace(plain, {**params, "u": u})
+        lp = sum(np.asarray(tr[c]["fn"].log_prob(tr[c]["value"])) for c in ("x", "y", "u"))
+        terms.append(np.log(wk) + tk**2 + np.log(np.sqrt(2.0) * sd) + lp)
+    terms = np.array(terms)
+    top = terms.max(axis=0)
+    want = top + np.log(np.exp(terms - top).sum(axis=0))
+    np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-8)
+    # the nodes outside the block are unchanged
+    tp = tr0
+    for s in ("w", "z"):
+        np.testing.assert_allclose(np.asarray(tm[s]["fn"].log_prob(tm[s]["value"])),
+                                   np.asarray(tp[s]["fn"].log_prob(tp[s]["value"])))
+
+
+def test_reconstructed_latents_follow_their_closed_form_conditional():
+    import jax
+    from numpyro.infer import Predictive
+
+    from causal_wm.backends.numpyro import _jax, _reconstruct, make_model
+
+    _jax()
+    scm = cw.SCM.from_dict(IV)
+    plan = make_plan(scm, _iv_data(5, 2))
+    plain = make_model(plan, "plain")
+    prior = Predictive(plain, num_samples=1)(jax.random.PRNGKey(4))
+    params = {k: np.asarray(v[0]) for k, v in prior.items() if k not in ("u", *scm.observed)}
+    S = 40000
+    draws = _reconstruct(plan, {k: np.broadcast_to(v, (1, S) + v.shape) for k, v in params.items()}, seed=9,
+                         ridge=False)["u"][0]
+    # closed form, by Bayes' rule on the plain model: u ~ N(eta, 1); child c = m_c + a_c u + sigma_c e
+    tr0 = _trace(plain, {**params, "u": np.zeros(plan.n)})
+    tr1 = _trace(plain, {**params, "u": np.ones(plan.n)})
+    eta = np.asarray(tr0["u"]["fn"].loc)
+    prec, lin = np.ones(plan.n), eta.copy()
+    for c in ("x", "y"):
+        m0, m1 = np.asarray(tr0[c]["fn"].loc), np.asarray(tr1[c]["fn"].loc)
+        a, s2 = m1 - m0, float(params[f"{c}__sigma"]) ** 2
+        prec += a * a / s2
+        lin += a * (plan.values[c] - m0) / s2
+    mean, var = lin / prec, 1 / prec
+    se = np.sqrt(var / S)
+    assert np.all(np.abs(draws.mean(axis=0) - mean) < 4.5 * se)
+    assert np.all(np.abs(draws.var(axis=0) / var - 1) < 4.5 * np.sqrt(2 / S))
+
+
+def test_ridge_coordinates_give_the_same_posterior():
+    """log p(tau, c, t | data) = log p(a, sigma | data) + log|d(a, sigma)/d(tau, c, t)| (finite differences)."""
+    import jax
+    from numpyro.infer import Predictive
+    from numpyro.infer.util import log_density
+
+    from causal_wm.backends.numpyro import _jax, make_model
+
+    _jax()
+    scm = cw.SCM.from_dict(IV)
+    plan = make_plan(scm, _iv_data(30, 4))
+    plain = make_model(plan, "plain")
+    prior = Predictive(plain, num_samples=3)(jax.random.PRNGKey(6))
+
+    def natural(x):
+        t1, t2, c, t = x
+        r1 = np.sqrt(c**2 + (1 - c**2) * t)
+        r2 = c / r1
+        return np.array([t1 * r1, t1 * np.sqrt(1 - r1**2), t2 * r2, t2 * np.sqrt(1 - r2**2)])
+
+    for i in range(3):
+        params = {k: np.asarray(v[i]) for k, v in prior.items() if k not in ("u", *scm.observed)}
+        a1, s1 = float(params["x__b"][1]), float(params["x__sigma"])  # columns of x: z, u, w
+        a2, s2 = float(params["y__b"][1]), float(params["y__sigma"])  # columns of y: x, u, x:w
+        tau1, tau2 = np.hypot(a1, s1), np.hypot(a2, s2)
+        c = (a1 / tau1) * (a2 / tau2)
+        t = ((a1 / tau1) ** 2 - c**2) / (1 - c**2)
+        x = np.array([tau1, tau2, c, t])
+        np.testing.assert_allclose(natural(x), [a1, s1, a2, s2], rtol=1e-10)
+        h = 1e-6
+        J = np.column_stack([(natural(x + h * e) - natural(x - h * e)) / (2 * h) for e in np.eye(4)])
+        coords = {"_ridge_tau": np.array([tau1, tau2]), "_ridge_corr": np.array(c), "_ridge_t": np.array(t),
+                  "x__bfree": params["x__b"][[0, 2]], "y__bfree": params["y__b"][[0, 2]]}
+        rest = {k: v for k, v in params.items() if not k.startswith(("x__b", "y__b", "x__sigma", "y__sigma"))}
+        lp_ridge, tr = log_density(make_model(plan, "marginal"), (), {}, {**rest, **coords})
+        lp_plain, _ = log_density(make_model(plan, "marginal", ridge=False), (), {}, params)
+        np.testing.assert_allclose(np.asarray(tr["y__b"]["value"]), params["y__b"], rtol=1e-10)
+        # without the ridge the sign loading is left free and folded after sampling (a normal prior,
+        # half the density of the half-normal the ridge keeps): hence log 2
+        np.testing.assert_allclose(float(lp_ridge), float(lp_plain) + np.log(abs(np.linalg.det(J))) + np.log(2.0),
+                                   rtol=1e-7)
+
+
+# few draws keep the default suite fast; convergence at full length is the slow test's job
+@pytest.mark.filterwarnings("ignore::causal_wm.errors.ConvergenceWarning")
+def test_marginalised_fit_keeps_the_posterior_layout_and_recovers_the_iv_effect():
+    df = _iv_data(600, 3, effect=0.3)
+    scm = cw.SCM.from_dict(IV)
+    post = scm.fit(df, chains=2, draws=300, warmup=300, seed=5, target_accept=0.9)
+    assert post.idata.attrs["marginalized_latents"] == ["u"]
+    assert post.idata.posterior["u"].shape == (2, 300, 600)
+    assert sites.MARGINAL not in post.idata.posterior
+    assert set(post.idata.log_likelihood.data_vars) == {"w", "z", "x", "y"}
+    # effect of x at w = 0 is 0.3 (plus 0.1 * w on average, E[w] ~ 0): interval from the posterior
+    eff = post.effect("y", do={"x": 1.0}, vs={"x": 0.0})
+    lo, hi = eff.interval(0.99)
+    truth = 0.3 + 0.1 * df.w.mean()
+    assert lo < truth < hi
+    # unit-level counterfactuals read the reconstructed latents
+    cf = post.counterfactual(units=df.iloc[:3], do={"x": 0.0})
+    assert np.all(np.isfinite(cf["y"]))
+
+
+@pytest.mark.slow
+def test_marginalised_iv_fit_converges_where_sampling_latents_struggles():
+    df = _iv_data(2000, 7, effect=0.3)
+    scm = cw.SCM.from_dict(IV)
+    post = quiet_fit(scm, df, chains=4, draws=1000, warmup=1000, seed=1, target_accept=0.9, dense_mass=True)
+    d = post.diagnostics()
+    assert d.table.loc["y__b[x]", "r_hat"] < 1.01
+    eff = post.effect("y", do={"x": 1.0}, vs={"x": 0.0})
+    truth = 0.3 + 0.1 * df.w.mean()
+    assert abs(eff.mean() - truth) < 3 * eff.draws.std()
+    lo, hi = eff.interval(0.9)
+    assert lo < truth < hi
+
+
+def test_fit_settings_for_marginalising_and_dense_mass_are_validated():
+    from causal_wm.errors import QueryError
+    from causal_wm.fitting import settings
+
+    assert settings(dense_mass=True, marginalize=False).dense_mass
+    with pytest.raises(QueryError, match="dense_mass must be true or false"):
+        settings(dense_mass="yes")
+    with pytest.raises(QueryError, match="marginalize must be true or false"):
+        settings(marginalize=1)
+    with pytest.raises(QueryError, match="not 'nutpie'"):
+        settings("pymc", sampler="nutpie", dense_mass=True)
