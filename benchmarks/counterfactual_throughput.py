@@ -7,10 +7,14 @@ counterfactual ``do(t=0)`` is computed for U new units crossed with all S draws.
 
 Rows of the table (throughput in unit-draws per second, higher is better):
 
-* ``causal_wm all draws``: ``post.counterfactual(units, do)``, every draw kept, shape (S, U) per node.
-  The time of the fused numba kernel alone is reported too (the rest is input encoding and the
-  per-node copy of the (S, U, nodes) kernel output into one contiguous (S, U) array per node).
-* ``causal_wm summary_only``: the per-unit mean/SD/interval reduced inside the kernel (O(U) memory).
+* ``causal_wm fused all draws``: ``counterfactual(units, do, engine="fused")`` (the default engine
+  for queries this large, ``causal_wm/fused.py``: the model's equations traced with JAX into one
+  fused loop), every draw kept, shape (S, U) per node. "kernel only" times the fused engine by
+  itself (the rest is input encoding and result assembly).
+* ``causal_wm generic all draws``: the same through the generic interpreting numba kernel
+  (``engine="generic"``; "kernel only" is ``kernels.units_kernel``).
+* ``causal_wm ... summary_only``: per-unit mean/SD/interval reduced chunk by chunk (O(U) memory);
+  the last row is the bounded-memory run (``--big-units`` x ``--big-draws``, 1M x 1,000 by default).
 * ``numpy``: the same abduction-action-prediction, vectorised over (S, chunk of units), written below.
 * ``jax jit``: the same in ``jax.jit`` (x64), per chunk of units.
 * ``numba hand-fused``: the same for this one model as one hand-written ``prange`` loop
@@ -27,11 +31,11 @@ the resident set just before it.
 
 Run (from the repository root, with the project's virtual environment active)::
 
-    python benchmarks/counterfactual_throughput.py                  # defaults, about 3-4 minutes on 2 cores
-    python benchmarks/counterfactual_throughput.py --units 10000 --summary-units 100000 --no-dowhy  # quick
-    python benchmarks/counterfactual_throughput.py --units 10000 100000 --summary-units 1000000 --repeats 3
+    python benchmarks/counterfactual_throughput.py                  # defaults, about 4-5 minutes on 2 cores
+    python benchmarks/counterfactual_throughput.py --units 10000 --summary-units 10000 --big-units 0 --no-dowhy
 
-Timings are best of ``--repeats`` after one warm-up call per implementation (numba compile, jit).
+Timings are best of ``--repeats`` after one warm-up call per implementation (numba compile, jit,
+the fused engine's compile; its time is printed).
 """
 
 from __future__ import annotations
@@ -113,15 +117,26 @@ class Peak:
         return False
 
 
+CPU_TIMES: list[float] = []  # process CPU seconds (all threads) of each best_time call's fastest run
+
+
 def best_time(fn, repeats: int) -> tuple[float, object]:
-    """Minimum wall time of ``fn()`` over ``repeats`` calls, and the last result."""
-    best, res = np.inf, None
+    """Minimum wall time of ``fn()`` over ``repeats`` calls, and the last result.
+
+    The CPU time of the process (every thread) during the fastest call is appended to CPU_TIMES:
+    on a machine shared with other work it moves much less than wall time.
+    """
+    best, res, cpu = np.inf, None, np.nan
     for _ in range(repeats):
         res = None
         gc.collect()
+        c0 = time.process_time()
         t0 = time.perf_counter()
         res = fn()
-        best = min(best, time.perf_counter() - t0)
+        t = time.perf_counter() - t0
+        if t < best:
+            best, cpu = t, time.process_time() - c0
+    CPU_TIMES.append(cpu)
     return best, res
 
 
@@ -367,12 +382,17 @@ def main(argv=None) -> None:
                     help="U for causal_wm summary_only with all S draws (default 10000 100000)")
     ap.add_argument("--big-units", type=int, default=1_000_000,
                     help="U for the bounded-memory summary_only run (0 to skip; default 1000000)")
-    ap.add_argument("--big-draws", type=int, default=100, help="posterior draws for the --big-units run")
+    ap.add_argument("--big-draws", type=int, default=1000, help="posterior draws for the --big-units run")
+    ap.add_argument("--generic-units", type=int, nargs="*", default=[10_000],
+                    help="U at which the generic (interpreting) kernel is timed too (slow: ~2.5e6 unit-draws/s)")
     ap.add_argument("--dowhy-units", type=int, default=10_000)
     ap.add_argument("--chunk", type=int, default=1024, help="units per NumPy/JAX chunk")
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per cell (best is kept)")
-    ap.add_argument("--repeat-limit", type=float, default=2e7,
-                    help="cells with more unit-draws than this are timed once (default 2e7)")
+    # Memory that no process has touched since the machine (a VM here) booted is slow to touch the first
+    # time, as the host backs it lazily: the first 3 GiB result of a process measured up to 7x slower
+    # than the next one. Best of several calls keeps that out of the comparison for the 100k rows too.
+    ap.add_argument("--repeat-limit", type=float, default=2e8,
+                    help="cells with more unit-draws than this are timed once (default 2e8)")
     ap.add_argument("--bandwidth-gib", type=float, default=1.0, help="size of each array in the copy test")
     ap.add_argument("--no-dowhy", action="store_true")
     ap.add_argument("--no-jax", action="store_true")
@@ -380,7 +400,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     import causal_wm as cw
-    from causal_wm import kernels
+    from causal_wm import fused, kernels, queries
 
     t_start = time.perf_counter()
     print(f"# counterfactual throughput ({platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
@@ -407,25 +427,36 @@ def main(argv=None) -> None:
     par = extract(post)
     jax_cf = None if args.no_jax else make_jax_cf(par)
 
-    # time spent in the fused kernel itself (the wrapper adds encoding and per-node copies)
+    # time spent in the kernels themselves (the query adds input encoding and result assembly)
     kernel_times: list[float] = []
-    inner = kernels.units_kernel
+    originals = {"generic": kernels.units_kernel, "fused": fused.counterfactual_draws}
 
-    def timed_kernel(*a):
-        t = time.perf_counter()
-        inner(*a)
-        kernel_times.append(time.perf_counter() - t)
+    def timed(fn):
+        def run(*a, **k):
+            t = time.perf_counter()
+            res = fn(*a, **k)
+            kernel_times.append(time.perf_counter() - t)
+            return res
+        return run
 
-    kernels.units_kernel = timed_kernel
+    kernels.units_kernel = timed(originals["generic"])
+    fused.counterfactual_draws = timed(originals["fused"])
+
+    def cf(u, engine, **kw):
+        return queries.counterfactual(post, u, {"t": DO_T}, engine=engine, **kw)
 
     warm = simulate(64, args.seed + 1)
-    post.counterfactual(units=warm, do={"t": DO_T})
-    post.counterfactual(units=warm, do={"t": DO_T}, summary_only=True)
+    t0 = time.perf_counter()
+    for engine in ("fused", "generic"):
+        cf(warm, engine)
+        cf(warm, engine, summary_only=True)
+    t_first = time.perf_counter() - t0
     numba_cf(par, warm, args.seed)
     _check_summary(post, simulate(256, args.seed + 3))
     if jax_cf is not None:
         jax_cf(warm, args.chunk, args.seed)
-    print(f"warm-up (numba compile / cache load, jit) done at {time.perf_counter() - t_start:.0f} s\n")
+    print(f"warm-up (numba compile / cache load, jit; fused engine compile) {t_first:.1f} s, done at "
+          f"{time.perf_counter() - t_start:.0f} s\n")
 
     rows = []
 
@@ -434,7 +465,7 @@ def main(argv=None) -> None:
         repeats = args.repeats if U * draws <= args.repeat_limit else 1
         with Peak() as pk:
             t, res = best_time(fn, repeats)
-        k_t = min(kernel_times) if impl.startswith("causal_wm all") and kernel_times else None
+        k_t = min(kernel_times) if "all draws" in impl and kernel_times else None
         bytes_needed = draws * U * n_out * 8 + U * n_nodes * 8 * 2 + S * n_par * 8 if n_out else 0
         rows.append({
             "implementation": impl, "U": U, "draws": draws, "repeats": repeats, "seconds": t,
@@ -444,9 +475,10 @@ def main(argv=None) -> None:
             "ft_frac": draws * U * n_out * 8 / t / bw["first-touch write of a new array (all threads)"]
             if n_out else np.nan,
             "peak": pk.delta,
+            "cpu_rate": U * draws / CPU_TIMES[-1],
         })
-        print(f"  {impl:<26} U={U:>9,} {t:8.3f} s  {U * draws / t:.2e} unit-draws/s  +{_mib(pk.delta)} MiB",
-              flush=True)
+        print(f"  {impl:<32} U={U:>9,} S={draws:>5} {t:8.3f} s  {U * draws / t:.2e} unit-draws/s  "
+              f"+{_mib(pk.delta)} MiB  (load {_load()})", flush=True)
         if check is not None:
             check(res)
         del res
@@ -454,8 +486,11 @@ def main(argv=None) -> None:
 
     for U in args.units:
         units = simulate(U, args.seed + 2)
-        record("causal_wm all draws", U, S, lambda u=units: post.counterfactual(units=u, do={"t": DO_T}), 4,
+        record("causal_wm fused all draws", U, S, lambda u=units: cf(u, "fused"), 4,
                check=lambda r, u=units: _check_against(r, par, u))
+        if U in args.generic_units:
+            record("causal_wm generic all draws", U, S, lambda u=units: cf(u, "generic"), 4,
+                   check=lambda r, u=units: _check_against(r, par, u))
         record("numpy (chunked)", U, S, lambda u=units: numpy_cf(par, u, args.chunk, args.seed), 4)
         if jax_cf is not None:
             record("jax jit (chunked)", U, S, lambda u=units: jax_cf(u, args.chunk, args.seed), 4)
@@ -466,10 +501,13 @@ def main(argv=None) -> None:
     big = [(U, S) for U in args.summary_units] + ([(args.big_units, args.big_draws)] if args.big_units else [])
     for U, nd in big:
         units = simulate(U, args.seed + 2)
-        record("causal_wm summary_only", U, nd,
-               lambda u=units, nd=nd: post.counterfactual(units=u, do={"t": DO_T}, summary_only=True, draws=nd), 0)
+        record("causal_wm fused summary_only", U, nd,
+               lambda u=units, nd=nd: cf(u, "fused", summary_only=True, draws=nd), 0)
+        if U in args.generic_units:
+            record("causal_wm generic summary_only", U, nd,
+                   lambda u=units, nd=nd: cf(u, "generic", summary_only=True, draws=nd), 0)
         del units
-    kernels.units_kernel = inner
+    kernels.units_kernel, fused.counterfactual_draws = originals["generic"], originals["fused"]
 
     if not args.no_dowhy:
         gmodel = dowhy_model(df)
@@ -477,49 +515,59 @@ def main(argv=None) -> None:
         dowhy_cf(gmodel, units.iloc[:64])
         record("dowhy gcm (1 draw)", args.dowhy_units, 1, lambda u=units: dowhy_cf(gmodel, u), 0)
 
-    print("\n| implementation | units U | draws S | best of | seconds | unit-draws/s | kernel only (unit-draws/s) | "
-          "fraction of copy bandwidth | fraction of first-touch write | peak extra memory (MiB) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| implementation | units U | draws S | best of | seconds | unit-draws/s | unit-draws per CPU-s | "
+          "kernel only (unit-draws/s) | fraction of copy bandwidth | fraction of first-touch write | "
+          "peak extra memory (MiB) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
     def pct(x):
         return f"{100 * x:.1f}%" if np.isfinite(x) else "-"
 
     for r in rows:
         print(f"| {r['implementation']} | {r['U']:,} | {r['draws']} | {r['repeats']} | {r['seconds']:.3f} | "
-              f"{_fmt(r['rate'])} | {_fmt(r['kernel_rate'])} | {pct(r['bw_frac'])} | {pct(r['ft_frac'])} | "
+              f"{_fmt(r['rate'])} | {_fmt(r['cpu_rate'])} | {_fmt(r['kernel_rate'])} | {pct(r['bw_frac'])} | "
+              f"{pct(r['ft_frac'])} | "
               f"{_mib(r['peak'])} |")
 
-    def rate(impl, U=None):
-        c = [r["rate"] for r in rows if r["implementation"] == impl and (U is None or r["U"] == U)]
+    def rate(impl, U=None, key="rate"):
+        c = [r[key] for r in rows if r["implementation"] == impl and (U is None or r["U"] == U)]
         return max(c) if c else np.nan
 
     print(f"\nbandwidth ceiling: {ceiling / 1e9:.1f} GB/s (best copy, read + written); first-touch write "
           f"{bw['first-touch write of a new array (all threads)'] / 1e9:.1f} GB/s")
     print("\n| ratio | value |\n|---|---:|")
     for U in args.units:
-        cw_rate = rate("causal_wm all draws", U)
-        for peer in ("numpy (chunked)", "jax jit (chunked)", "numba hand-fused", "numba hand-fused, out reused"):
+        cw_rate = rate("causal_wm fused all draws", U)
+        for peer in ("causal_wm generic all draws", "numpy (chunked)", "jax jit (chunked)", "numba hand-fused",
+                     "numba hand-fused, out reused"):
             if np.isfinite(rate(peer, U)):
-                print(f"| causal_wm all draws / {peer}, U={U:,} | {cw_rate / rate(peer, U):.2f} |")
+                print(f"| causal_wm fused all draws / {peer}, U={U:,} | {cw_rate / rate(peer, U):.2f} |")
         if not args.no_dowhy:
-            print(f"| causal_wm all draws (U={U:,}) / dowhy gcm (U={args.dowhy_units:,}) | "
+            print(f"| causal_wm fused all draws (U={U:,}) / dowhy gcm (U={args.dowhy_units:,}) | "
                   f"{cw_rate / rate('dowhy gcm (1 draw)'):.0f} |")
     if not args.no_dowhy:
-        ratio = rate("causal_wm summary_only") / rate("dowhy gcm (1 draw)")
-        print(f"| causal_wm summary_only (best) / dowhy gcm | {ratio:.0f} |")
+        for impl in ("causal_wm fused summary_only", "causal_wm generic all draws"):
+            if np.isfinite(rate(impl)):
+                print(f"| {impl} (best) / dowhy gcm | {rate(impl) / rate('dowhy gcm (1 draw)'):.0f} |")
+        for impl in ("causal_wm fused all draws", "causal_wm fused summary_only"):
+            print(f"| {impl} (best) / dowhy gcm, per CPU-second | "
+                  f"{rate(impl, key='cpu_rate') / rate('dowhy gcm (1 draw)', key='cpu_rate'):.0f} |")
     print(f"\ntotal wall time {time.perf_counter() - t_start:.0f} s, load average at end {_load()}")
 
 
 def _check_summary(post, units) -> None:
     """summary_only reduces exactly the draws the all-draws mode returns."""
-    full = post.counterfactual(units=units, do={"t": DO_T})
-    summ = post.counterfactual(units=units, do={"t": DO_T}, summary_only=True, prob=0.9)
-    for k, v in full.values.items():
-        v = np.asarray(v, dtype=float)
-        ref = np.stack([v.mean(0), v.std(0), *np.quantile(v, [0.05, 0.95], axis=0)], axis=-1)
-        if not np.allclose(summ.summaries[k], ref, rtol=1e-7, atol=1e-9):
-            raise AssertionError(f"summary_only disagrees with the all-draws result on {k}: max |diff| "
-                                 f"{np.abs(summ.summaries[k] - ref).max(axis=0)}")
+    from causal_wm import queries
+
+    for engine in ("fused", "generic"):
+        full = queries.counterfactual(post, units, {"t": DO_T}, engine=engine)
+        summ = queries.counterfactual(post, units, {"t": DO_T}, summary_only=True, prob=0.9, engine=engine)
+        for k, v in full.values.items():
+            v = np.asarray(v, dtype=float)
+            ref = np.stack([v.mean(0), v.std(0), *np.quantile(v, [0.05, 0.95], axis=0)], axis=-1)
+            if not np.allclose(summ.summaries[k], ref, rtol=1e-7, atol=1e-9):
+                raise AssertionError(f"{engine} summary_only disagrees with the all-draws result on {k}: max |diff| "
+                                     f"{np.abs(summ.summaries[k] - ref).max(axis=0)}")
 
 
 def _check_against(res, par, units) -> None:

@@ -245,6 +245,51 @@ def measure(label: str, fn, timer: RunTimer, *args) -> dict:
     return row
 
 
+def _potential(model, *args):
+    """The potential energy of ``model`` (unconstrained parameters) and its initial point."""
+    from numpyro.infer.util import initialize_model
+
+    info = initialize_model(jax.random.PRNGKey(0), model, model_args=args)
+    return info.potential_fn, info.param_info.z
+
+
+def gradient_cost(df: pd.DataFrame, repeats: int = 7, calls: int = 100) -> list[dict]:
+    """Milliseconds per gradient of each model's potential, and the size of the traced computation.
+
+    Both are evaluated at the same point (causal_wm's initial point; the site names are the
+    same), where their values must be equal: same priors, same data on the same scale. Timing is
+    the best of ``repeats`` x ``calls`` evaluations, alternating the two models (one thread).
+    """
+    import causal_wm as cw
+    from causal_wm.backends.numpyro import make_model
+    from causal_wm.fitting import make_plan
+
+    plan = make_plan(cw.SCM.from_dict(yaml.safe_load(MODEL_YAML)), df)
+    d = {k: jnp.asarray(v) for k, v in internal(df).items()}
+    pot_cw, z = _potential(make_model(plan))
+    pot_hw, z_hw = _potential(numpyro_model, d)
+    if set(z) != set(z_hw):
+        raise AssertionError(f"the models' parameters differ: {sorted(set(z) ^ set(z_hw))}")
+    out = []
+    for label, pot in (("causal_wm (NumPyro)", pot_cw), ("hand-written NumPyro", pot_hw)):
+        fn = jax.jit(jax.value_and_grad(pot))
+        jax.block_until_ready(fn(z))
+        out.append({"implementation": label, "fn": fn, "best": np.inf, "value": float(fn(z)[0]),
+                    "jaxpr_eqns": len(jax.make_jaxpr(jax.value_and_grad(pot))(z).jaxpr.eqns),
+                    "hlo_lines": len(fn.lower(z).compile().as_text().splitlines())})
+    for _ in range(repeats):
+        for r in out:
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                v = r["fn"](z)
+            jax.block_until_ready(v)
+            r["best"] = min(r["best"], (time.perf_counter() - t0) / calls)
+    for r in out:
+        r["ms"] = r.pop("best") * 1e3
+        del r["fn"]
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10_000, help="rows (default 10000)")
@@ -254,7 +299,22 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="one fit per seed and implementation")
     ap.add_argument("--data-seed", type=int, default=123)
     ap.add_argument("--no-pymc", action="store_true")
+    ap.add_argument("--gradient-only", action="store_true",
+                    help="only time one gradient of each NumPyro model's potential (seconds, no fits)")
     args = ap.parse_args(argv)
+    if args.gradient_only:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(f"# gradient cost: N={args.n:,}, load average at start {load:.2f}\n")
+        rows = gradient_cost(simulate(args.n, args.data_seed))
+        print("| implementation | ms per value-and-gradient | potential at the initial point | jaxpr equations | "
+              "compiled HLO lines |\n|---|---:|---:|---:|---:|")
+        for r in rows:
+            print(f"| {r['implementation']} | {r['ms']:.3f} | {r['value']:.6f} | {r['jaxpr_eqns']} | "
+                  f"{r['hlo_lines']} |")
+        print(f"\n| causal_wm / hand-written, time per gradient | {rows[0]['ms'] / rows[1]['ms']:.2f} |")
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(f"\nload average at end {load:.2f}")
+        return
 
     t_start = time.perf_counter()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -296,6 +356,9 @@ def main(argv=None) -> None:
     print(f"| causal_wm / hand-written NumPyro, wall time | {np.median(cw_w / hw_w):.2f} |")
     cw_c, hw_c = per("causal_wm (NumPyro)", "ess_per_cpu_s"), per("hand-written NumPyro", "ess_per_cpu_s")
     print(f"| causal_wm / hand-written NumPyro, min ESS per CPU-s | {np.median(cw_c / hw_c):.2f} |")
+    cw_cpu, hw_cpu = per("causal_wm (NumPyro)", "cpu_s"), per("hand-written NumPyro", "cpu_s")
+    print(f"| causal_wm / hand-written NumPyro, CPU seconds per fit (same iterations) | "
+          f"{np.median(cw_cpu / hw_cpu):.2f} |")
     if not args.no_pymc:
         pm_ = per("PyMC pm.sample")
         print(f"| hand-written NumPyro / PyMC, min ESS/s | {np.median(hw / pm_):.2f} |")

@@ -44,7 +44,7 @@ def run(
     """Fit the study's model, answer its queries and write a results folder."""
     import warnings
 
-    from causal_wm.errors import CausalWMError, ConvergenceWarning, IdentificationWarning
+    from causal_wm.errors import CausalWMError, ConvergenceWarning, DataWarning, IdentificationWarning
     from causal_wm.study import Study
 
     _log_to_terminal(quiet)
@@ -56,33 +56,42 @@ def run(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             warnings.simplefilter("always", IdentificationWarning)
+            warnings.simplefilter("always", DataWarning)
+            summary: list[str] = []  # read from this run's own files, before they are moved into place
             folder = s.run(out, backend=backend, seed=seed, draws=draws, chains=chains, warmup=warmup,
-                           progress=not quiet)
+                           progress=not quiet, on_written=lambda d: _print_summary(d, summary.append))
         for w in caught:
-            if issubclass(w.category, (ConvergenceWarning, IdentificationWarning)):
+            if issubclass(w.category, (ConvergenceWarning, IdentificationWarning, DataWarning)):
                 typer.echo(f"warning: {w.message}", err=True)
     except CausalWMError as exc:
         _fail(exc, debug)
         return
-    _print_summary(folder)
+    for line in summary:
+        typer.echo(line)
     typer.echo(f"results written to {folder}")
     typer.echo(f"report: {folder / 'report.html'}")
 
 
-def _print_summary(folder: Path) -> None:
+def _print_summary(folder: Path, echo=typer.echo) -> None:
     import json
 
     import pandas as pd
 
     table = pd.read_csv(folder / "summary.csv")
     with pd.option_context("display.max_rows", 200, "display.width", 160, "display.float_format", "{:,.4g}".format):
-        typer.echo(table.to_string(index=False))
+        echo(table.to_string(index=False))
     res = json.loads((folder / "results.json").read_text())
     d = res["diagnostics"]
-    typer.echo(f"diagnostics: ok={d['ok']} max R-hat={d['max_rhat']} min bulk ESS={d['min_ess_bulk']} "
+    echo(f"diagnostics: ok={d['ok']} max R-hat={d['max_rhat']} min bulk ESS={d['min_ess_bulk']} "
                f"divergences={d['divergences']}")
     for c in res["expect"]:
-        typer.echo(f"expect: {'PASS' if c['passed'] else 'FAIL'} {c['description']}")
+        echo(f"expect: {'PASS' if c['passed'] else 'FAIL'} {c['description']}")
+    for c in res.get("checks") or []:  # details are in results.json and report.html
+        on = f" {c['treatment']} -> {c['outcome']}" if c.get("treatment") else ""
+        verdict = "done" if c["status"] == "ok" else f"FAILED ({c['reason']})"
+        extra = f", breakdown strength {c['breakdown']}" if c.get("breakdown") is not None else ""
+        extra += f", {c['summary']}" if c.get("summary") else ""
+        echo(f"check: {c['kind']}{on} {verdict}{extra}")
 
 
 @app.command()
@@ -183,13 +192,20 @@ def fit(
 
 @app.command()
 def models():
-    """List the model library, one line per model."""
+    """List the model library, one line per model (name, size, whether a study of the same name ships, summary)."""
+    import re
+
     from causal_wm.library import list_library, load_model
 
+    studies = set(list_library("studies"))
     for name in list_library("models"):
         scm = load_model(name)
-        first = (scm.description or "").strip().split(". ")[0][:90]
-        typer.echo(f"{name:28s} {len(scm.nodes):3d} nodes  {first}")
+        # the first sentence: a full stop followed by a capital (so "ch. 12" does not end it)
+        first = re.split(r"\.\s+(?=[A-Z])", " ".join((scm.description or "").split()))[0].rstrip(".")
+        if len(first) > 90:  # cut at a word, and say so, rather than mid-word
+            first = first[:89].rsplit(" ", 1)[0] + "…"
+        study = "study" if name in studies else "     "
+        typer.echo(f"{name:28s} {len(scm.nodes):3d} nodes  {study}  {first}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

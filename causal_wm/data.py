@@ -13,7 +13,13 @@ The internal scale (the rule that makes the default priors weakly informative):
 * Latent nodes are standardised by construction (mean 0, noise SD 1 at the root).
 
 The means and SDs come from the fitting data and are stored with the posterior, so queries
-take and return values in the data's original units.
+take and return values in the data's original units. They are computed from the observed values
+only: a node's imputed (missing) entries never enter its scale.
+
+Missing values (:func:`prepare`, before anything else): each node's ``missing:`` policy says whether
+a missing value is an error (the default), drops its row (listwise, counted per node), or is kept
+as ``NaN`` on the internal scale for the backend to impute. Declared column types and ranges are
+checked on the rows that remain.
 """
 
 from __future__ import annotations
@@ -61,7 +67,29 @@ def _rows(mask: np.ndarray, index) -> str:
     return f"{idx}{f' and {more} more' if more > 0 else ''}"
 
 
-def _column(df: pd.DataFrame, name: str, family: str, where: str) -> np.ndarray:
+def _missing_error(name: str, mask: np.ndarray, index, policy: str = "error") -> DataError:
+    # policy is the node's own: a query's new units may not leave a value open even when the fit could
+    if policy == "impute":
+        return DataError(
+            f"column {name!r} has {int(mask.sum())} missing values in rows {_rows(mask, index)}; imputed values "
+            "exist only for the fitted units: pass rows of the fitting data (with their original index), or fill "
+            "these values."
+        )
+    if policy == "drop":
+        return DataError(
+            f"column {name!r} has {int(mask.sum())} missing values in rows {_rows(mask, index)}; rows like these "
+            f"were left out of the fit ('missing: drop' on node {name!r}), so leave them out here too."
+        )
+    return DataError(
+        f"column {name!r} has {int(mask.sum())} missing (NaN) values in rows {_rows(mask, index)}; drop or impute "
+        f"them before fitting, or set a policy on node {name!r} in the model: 'missing: drop' (leave those rows "
+        "out, reported in the data summary) or 'missing: impute' (model the missing values with the node's "
+        "mechanism, so their uncertainty reaches every answer)."
+    )
+
+
+def _column(df: pd.DataFrame, name: str, family: str, where: str, allow_missing: bool = False,
+            policy: str = "error") -> np.ndarray:
     if name not in df.columns:
         raise DataError(
             f"column {name!r} (node of {where}) is missing from the data.{suggest(name, map(str, df.columns))} "
@@ -76,10 +104,10 @@ def _column(df: pd.DataFrame, name: str, family: str, where: str) -> np.ndarray:
         vals = col.to_numpy(dtype=object)
         na = pd.isna(col).to_numpy()
         if na.any():
-            raise DataError(
-                f"column {name!r} has {int(na.sum())} missing values (rows {_rows(na, df.index)}); "
-                "drop or fill those rows before fitting."
-            )
+            if not allow_missing:
+                raise _missing_error(name, na, df.index, policy)
+            vals = vals.copy()
+            vals[na] = None  # one marker for missing labels (pandas may hold NaN, None or NA)
         return vals
     if col.dtype == bool:
         col = col.astype(float)
@@ -95,11 +123,8 @@ def _column(df: pd.DataFrame, name: str, family: str, where: str) -> np.ndarray:
         )
     arr = col.to_numpy(dtype=float, na_value=np.nan)
     nan = np.isnan(arr)
-    if nan.any():
-        raise DataError(
-            f"column {name!r} has {int(nan.sum())} missing (NaN) values in rows "
-            f"{_rows(nan, df.index)}; drop or impute them before fitting."
-        )
+    if nan.any() and not allow_missing:
+        raise _missing_error(name, nan, df.index, policy)
     inf = np.isinf(arr)
     if inf.any():
         raise DataError(
@@ -107,6 +132,129 @@ def _column(df: pd.DataFrame, name: str, family: str, where: str) -> np.ndarray:
             "drop those rows or replace the values with finite numbers."
         )
     return arr
+
+
+def missing_mask(values) -> np.ndarray:
+    """Where a column read with missing values allowed is missing (``NaN`` numbers, ``None`` labels)."""
+    arr = np.asarray(values)
+    if arr.dtype == object:
+        return np.array([v is None for v in arr], dtype=bool)
+    return np.isnan(arr)
+
+
+TYPE_TEXT = {"binary": "0 or 1", "count": "non-negative integers", "real": "numbers",
+             "positive": "positive numbers", "category": "category labels"}
+
+
+def check_declared(scm, df: pd.DataFrame) -> None:
+    """Raise :class:`DataError` where a column breaks its node's declared ``type`` or ``range``.
+
+    Missing values are not checked here (their ``missing:`` policy is).
+
+    Examples
+    --------
+    >>> from causal_wm import SCM
+    >>> scm = SCM.from_dict({"nodes": {"kids": {"type": "count", "range": [0, 12]}}})
+    >>> check_declared(scm, pd.DataFrame({"kids": [0.0, 2.0, 3.0]}))
+    >>> check_declared(scm, pd.DataFrame({"kids": [0.0, 2.5, 3.0]}))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    causal_wm.errors.DataError: column 'kids' is declared 'type: count' (non-negative integers) but has ...
+    """
+    for name in scm.observed:
+        node = scm.node(name)
+        if node.type in (None, "category") and node.range is None:
+            continue
+        raw = _column(df, name, node.family, scm.name, allow_missing=True)
+        seen = ~missing_mask(raw)
+        index = np.asarray(df.index)[seen]
+        vals = pd.to_numeric(pd.Series(raw[seen], dtype=object), errors="coerce").to_numpy(dtype=float)
+        t = node.type
+        if t not in (None, "category"):
+            bad = np.isnan(vals)
+            if t == "binary":
+                bad |= ~np.isin(vals, (0.0, 1.0))
+            elif t == "count":
+                bad |= (vals < 0) | (vals != np.round(vals))
+            elif t == "positive":
+                bad |= vals <= 0
+            if bad.any():
+                shown = sorted(set(np.asarray(raw[seen], dtype=object)[bad].tolist()), key=str)[:5]
+                raise DataError(
+                    f"column {name!r} is declared 'type: {t}' ({TYPE_TEXT[t]}) but has values {shown} in rows "
+                    f"{_rows(bad, index)}; fix or drop those rows, or change 'type:' of node {name!r} in the model."
+                )
+        if node.range is not None:
+            lo, hi = node.range
+            bad = np.isnan(vals)
+            if lo is not None:
+                bad |= vals < lo
+            if hi is not None:
+                bad |= vals > hi
+            if bad.any():
+                shown = sorted(set(np.asarray(raw[seen], dtype=object)[bad].tolist()), key=str)[:5]
+                span = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+                raise DataError(
+                    f"column {name!r} has {int(bad.sum())} values outside its declared range {span}: {shown} in "
+                    f"rows {_rows(bad, index)}; fix or drop those rows, or widen 'range:' of node {name!r}."
+                )
+
+
+INTEGRATION_ATTR = "causal_wm_integration"
+
+
+def prepare(scm, df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Apply every node's ``missing:`` policy and the declared column checks, before any sampling.
+
+    Returns the rows to fit (rows where a ``missing: drop`` node is missing are left out; the
+    original index is kept) and the data summary: rows in, dropped (in total and per node: rows
+    where that node is missing, so a row missing two such nodes counts for both), used, and
+    values left for imputation per node. A frame built by :func:`causal_wm.integration.load_data`
+    adds what integration did (rows per source, joined, unmatched, filtered).
+
+    Examples
+    --------
+    >>> from causal_wm import SCM
+    >>> scm = SCM.from_dict({"nodes": {"x": {"missing": "drop"}, "y": {"formula": "x", "missing": "impute"}}})
+    >>> kept, summary = prepare(scm, pd.DataFrame({"x": [1.0, None, 3.0, 4.0], "y": [1.0, 2.0, None, 4.0]}))
+    >>> kept.index.tolist(), summary["dropped"], summary["imputed"], summary["rows_used"]
+    ([0, 2, 3], {'x': 1}, {'y': 1}, 3)
+    """
+    check_frame(scm, df)
+    miss: dict[str, np.ndarray] = {}
+    for name in scm.observed:
+        node = scm.node(name)
+        raw = _column(df, name, node.family, scm.name, allow_missing=node.missing != "error")
+        m = missing_mask(raw)
+        if m.any():
+            miss[name] = m
+    drop = np.zeros(len(df), dtype=bool)
+    dropped: dict[str, int] = {}
+    for name, m in miss.items():
+        if scm.node(name).missing == "drop":
+            dropped[name] = int(m.sum())
+            drop |= m
+    if drop.all():
+        raise DataError(
+            f"every row of the data misses a value of {sorted(dropped)} ('missing: drop'), so no rows remain; "
+            "use 'missing: impute' for those nodes, or fill the values."
+        )
+    kept = df[~drop] if drop.any() else df
+    imputed: dict[str, int] = {}
+    for name, m in miss.items():
+        if scm.node(name).missing == "impute" and m[~drop].any():
+            imputed[name] = int(m[~drop].sum())
+            if imputed[name] == len(kept):
+                raise DataError(
+                    f"column {name!r} has no observed values (all {len(kept)} rows missing), so its mechanism "
+                    "cannot be learned; remove the column's node, mark it 'latent: true', or supply data."
+                )
+    check_declared(scm, kept)
+    summary: dict = {"rows_in": len(df), "rows_dropped": int(drop.sum()), "rows_used": len(kept),
+                     "dropped": dropped, "imputed": imputed}
+    if df.attrs.get(INTEGRATION_ATTR):
+        summary["integration"] = df.attrs[INTEGRATION_ATTR]
+    return kept, summary
 
 
 def check_support(name: str, family: str, arr: np.ndarray, index, levels=None) -> None:
@@ -144,8 +292,12 @@ def check_support(name: str, family: str, arr: np.ndarray, index, levels=None) -
 
 
 def fit_scales(scm, df: pd.DataFrame) -> dict[str, NodeScale]:
-    """Compute every node's :class:`NodeScale` from the fitting data (after validation)."""
-    check_frame(scm, df)
+    """Compute every node's :class:`NodeScale` from the fitting data (after validation).
+
+    Rows that a ``missing: drop`` node leaves out are left out here too; values left for
+    imputation do not enter the scales.
+    """
+    df, _ = prepare(scm, df)
     scales: dict[str, NodeScale] = {}
     for name in scm.order:
         node = scm.node(name)
@@ -153,7 +305,9 @@ def fit_scales(scm, df: pd.DataFrame) -> dict[str, NodeScale]:
             scales[name] = NodeScale()
             continue
         fam = node.family
-        arr = _column(df, name, fam, scm.name)
+        raw = _column(df, name, fam, scm.name, allow_missing=node.missing == "impute")
+        seen = ~missing_mask(raw)
+        arr, index = raw[seen], np.asarray(df.index)[seen]
         if fam == "categorical":
             levels = node.levels
             if levels is None:
@@ -161,7 +315,7 @@ def fit_scales(scm, df: pd.DataFrame) -> dict[str, NodeScale]:
                     levels = tuple(sorted(set(arr.tolist())))
                 except TypeError:
                     levels = tuple(sorted(set(arr.tolist()), key=str))
-            check_support(name, fam, arr, df.index, levels)
+            check_support(name, fam, arr, index, levels)
             if len(levels) < 2:
                 raise DataError(
                     f"column {name!r} is categorical but holds a single category {levels[0]!r}; "
@@ -170,21 +324,35 @@ def fit_scales(scm, df: pd.DataFrame) -> dict[str, NodeScale]:
             levels = tuple(v.item() if isinstance(v, np.generic) else v for v in levels)
             scales[name] = NodeScale(levels=levels)
             continue
-        check_support(name, fam, arr, df.index)
+        check_support(name, fam, arr, index)
         is_int = bool(np.all(arr == np.round(arr)))
         if fam in ("normal", "student_t", "lognormal"):
             x = np.log(arr) if fam == "lognormal" else arr
-            sd = float(np.std(x))
-            scales[name] = NodeScale(float(np.mean(x)), sd if sd > 0 else 1.0, is_int=is_int)
+            m, sd = _moments(name, x)
+            scales[name] = NodeScale(m, sd if sd > 0 else 1.0, is_int=is_int)
         elif fam in ("poisson", "negative_binomial"):
-            m = float(np.mean(arr))
-            sd = float(np.std(arr))
+            m, sd = _moments(name, arr)
             sd = sd if sd > 0 else 1.0
             scales[name] = NodeScale(m, sd, offset=float(np.log(max(m, 1e-3))), is_int=True,
                                      pred_center=m, pred_scale=sd)
         else:
             scales[name] = NodeScale(is_int=True)
     return scales
+
+
+def _moments(name: str, x: np.ndarray) -> tuple[float, float]:
+    """Mean and SD of a column for its internal scale; a :class:`DataError` where floating point cannot
+    represent them (values beyond ~1e154 overflow the squares, values below ~1e-154 underflow to a
+    spread of zero), instead of a silently infinite or collapsed scale."""
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        m, sd = float(np.mean(x)), float(np.std(x))
+    if not (np.isfinite(m) and np.isfinite(sd)) or (sd == 0 and np.ptp(x) > 0):
+        raise DataError(
+            f"column {name!r} spans {float(np.min(x)):.3g} to {float(np.max(x)):.3g}, beyond what its mean and SD "
+            "can be computed from in floating point; rescale it (e.g. to thousands, or to a log scale) before "
+            "fitting."
+        )
+    return m, sd
 
 
 def check_frame(scm, df) -> None:
@@ -195,18 +363,23 @@ def check_frame(scm, df) -> None:
         raise DataError(f"the data for model {scm.name!r} has no rows; pass a non-empty DataFrame.")
 
 
-def encode(scm, scales: dict[str, NodeScale], df: pd.DataFrame, nodes=None) -> dict[str, np.ndarray]:
+def encode(scm, scales: dict[str, NodeScale], df: pd.DataFrame, nodes=None,
+           missing_ok: bool = False) -> dict[str, np.ndarray]:
     """Convert the observed columns of ``df`` to the internal scale (float64 arrays).
 
-    ``nodes`` limits which nodes are read (default: every observed node).
+    ``nodes`` limits which nodes are read (default: every observed node). With ``missing_ok``
+    (the fitting data after :func:`prepare`), missing values of ``missing: impute`` nodes become
+    ``NaN``; otherwise any missing value is a :class:`DataError`.
     """
     check_frame(scm, df)
     out: dict[str, np.ndarray] = {}
     for name in nodes if nodes is not None else scm.observed:
         node = scm.node(name)
         sc = scales[name]
-        arr = _column(df, name, node.family, scm.name)
-        check_support(name, node.family, arr, df.index, sc.levels)
+        arr = _column(df, name, node.family, scm.name, allow_missing=missing_ok and node.missing == "impute",
+                      policy=node.missing)
+        seen = ~missing_mask(arr)
+        check_support(name, node.family, arr[seen], np.asarray(df.index)[seen], sc.levels)
         out[name] = to_internal(node.family, sc, arr)
     return out
 
@@ -215,7 +388,7 @@ def to_internal(family: str, sc: NodeScale, values) -> np.ndarray:
     """Original units -> internal scale for one node (see module docstring)."""
     if family == "categorical":
         lookup = {v: i for i, v in enumerate(sc.levels)}
-        return np.array([lookup[v] for v in np.asarray(values, dtype=object)], dtype=float)
+        return np.array([np.nan if v is None else lookup[v] for v in np.asarray(values, dtype=object)], dtype=float)
     arr = np.asarray(values, dtype=float)
     if family == "lognormal":
         return (np.log(arr) - sc.center) / sc.scale

@@ -2,8 +2,8 @@
 
 A fit is ``ok`` when every reported parameter has R-hat <= 1.01 and bulk and tail ESS of at
 least 100 per chain, and NUTS reported no divergent transitions (Vehtari et al. 2021).
-Per-unit latent values are checked against R-hat <= 1.05 instead: with hundreds of them, a few
-would cross 1.01 by chance alone in a converged fit.
+Per-unit latent values (and imputed missing values) are checked against R-hat <= 1.05 instead:
+with hundreds of them, a few would cross 1.01 by chance alone in a converged fit.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def diagnose(idata, method: str = "nuts") -> Diagnostics:
     div = int(np.asarray(idata.sample_stats["diverging"]).sum()) if "diverging" in idata.sample_stats else 0
     problems = []
     ess_min = ESS_PER_CHAIN * chains
-    per_unit = {v for v in names if "unit" in post[v].dims}
+    per_unit = {v for v in names if "unit" in post[v].dims or v.endswith("__missing")}  # imputed values too
     limit = np.array([RHAT_MAX_PER_UNIT if i.split("[", 1)[0] in per_unit else RHAT_MAX for i in table.index])
     if chains > 1:
         bad = table.index[~(table["r_hat"].to_numpy() <= limit)]

@@ -47,6 +47,11 @@ class IdentificationWarning(UserWarning):
     """The query is not identified by the graph: the answer rests on parametric assumptions alone."""
 
 
+class DataWarning(UserWarning):
+    """The data fit the model but will make some estimates rest on the prior or on a poor family
+    (perfect separation, excess zeros; see :mod:`causal_wm.data_checks`); found before sampling."""
+
+
 class ConvergenceWarning(UserWarning):
     """The sampler did not converge (R-hat, ESS or divergences); results are flagged."""
 

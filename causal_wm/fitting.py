@@ -6,14 +6,16 @@ Every check of the model, the data and the settings happens here, before any sam
 from __future__ import annotations
 
 import importlib
+import json
 import logging
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from causal_wm.data import NodeScale, encode, fit_scales
-from causal_wm.design import NodeLayout, layouts, positive_columns
+from causal_wm.data import NodeScale, encode, fit_scales, prepare
+from causal_wm.design import NodeLayout, layouts, marginal_latents, positive_columns
 from causal_wm.errors import BackendNotInstalled, FitError, QueryError, suggest
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,10 @@ class FitPlan:
     values: dict[str, np.ndarray]
     index: np.ndarray
     frame: pd.DataFrame
+    marginal: tuple[str, ...] = ()  # latents the NumPyro backend integrates out (design.marginal_latents)
+    # rows (positions) whose value each `missing: impute` node lacks; the backends sample them
+    missing: dict[str, np.ndarray] = field(default_factory=dict)
+    data_summary: dict = field(default_factory=dict)  # data.prepare: rows in/dropped/used, imputed, integration
 
     @property
     def n(self) -> int:
@@ -58,12 +64,15 @@ class FitSettings:
     steps: int = 5000
     learning_rate: float = 0.01
     sampler: str = "default"
+    dense_mass: bool = False  # NUTS adapts a full mass matrix (correlated posteriors, e.g. IV models)
+    marginalize: bool = True  # NumPyro: integrate eligible Gaussian latents out (design.marginal_latents)
 
 
 def make_plan(scm, data: pd.DataFrame) -> FitPlan:
     """Validate ``data`` against ``scm`` and put it on the internal scale."""
+    data, summary = prepare(scm, data)  # missing-data policies (drop rows) and declared column checks
     scales = fit_scales(scm, data)
-    values = encode(scm, scales, data)
+    values = encode(scm, scales, data, missing_ok=True)
     lays = layouts(scm, scales)
     cols = [c for c in data.columns if c in scm.observed]
     return FitPlan(
@@ -74,6 +83,9 @@ def make_plan(scm, data: pd.DataFrame) -> FitPlan:
         values=values,
         index=np.asarray(data.index),
         frame=data[cols].copy(),
+        marginal=marginal_latents(scm, lays),
+        missing={k: np.flatnonzero(np.isnan(v)) for k, v in values.items() if k in summary["imputed"]},
+        data_summary=summary,
     )
 
 
@@ -101,6 +113,13 @@ def settings(backend="numpyro", **kw) -> FitSettings:
     if isinstance(s.target_accept, bool) or not isinstance(s.target_accept, (int, float)) \
             or not 0 < s.target_accept < 1:
         raise QueryError(f"target_accept must be in (0, 1), got {s.target_accept!r}.")
+    if not isinstance(s.dense_mass, bool):
+        raise QueryError(f"dense_mass must be true or false, got {s.dense_mass!r}.")
+    if s.dense_mass and s.backend == "pymc" and s.sampler not in ("default", "pymc"):
+        raise QueryError(f"dense_mass is available with the PyMC backend's own sampler, not {s.sampler!r}; "
+                         "drop dense_mass or choose sampler='pymc'.")
+    if not isinstance(s.marginalize, bool):
+        raise QueryError(f"marginalize must be true or false, got {s.marginalize!r}.")
     if not isinstance(s.progress, bool):
         raise QueryError(f"progress must be true or false, got {s.progress!r}.")
     if isinstance(s.learning_rate, bool) or not isinstance(s.learning_rate, (int, float)) or not s.learning_rate > 0:
@@ -132,12 +151,26 @@ def fit(scm, data, backend: str = "numpyro", **kw):
 
     s = settings(backend, **kw)
     plan = make_plan(scm, data)
+    data_warnings = _warn_about_data(plan)
     mod = backend_module(s.backend)
     log.info("fitting %s with %s (%s), %d units", scm.name, s.backend, s.method, plan.n)
     try:
         idata = mod.sample(plan, s)
     except (FloatingPointError, RuntimeError) as exc:
         raise FitError(f"the {s.backend} backend failed while fitting {scm.name!r}: {exc}") from exc
+    if data_warnings:  # kept with the posterior, so every result and the report carry them
+        idata.attrs["data_warnings"] = json.dumps(data_warnings)
     post = Posterior(scm=scm, plan=plan, idata=idata, settings=s)
     post.warn_if_not_ok()
     return post
+
+
+def _warn_about_data(plan) -> list[str]:
+    """Emit a :class:`DataWarning` per finding of :func:`causal_wm.data_checks.check_data`."""
+    from causal_wm.data_checks import check_data
+    from causal_wm.errors import DataWarning
+
+    found = check_data(plan)
+    for msg in found:
+        warnings.warn(msg, DataWarning, stacklevel=4)
+    return found

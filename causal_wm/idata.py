@@ -40,7 +40,18 @@ def coords_dims(plan) -> tuple[dict, dict]:
             dims[sites.group_effect(name, blk.group)] = [blk.group, edim]
         if lay.latent:
             dims[name] = [sites.UNIT]
+    for name, rows in sampled_missing(plan).items():
+        coords[sites.missing_dim(name)] = np.asarray(plan.index)[rows]
+        dims[sites.missing(name)] = [sites.missing_dim(name)]
     return coords, dims
+
+
+def sampled_missing(plan) -> dict:
+    """Rows of each node whose missing values the sampler draws (continuous families; the missing
+    values of a discrete leaf are summed out of the fit and drawn afterwards, see :mod:`causal_wm.program`)."""
+    from causal_wm.spec import CONTINUOUS
+
+    return {k: v for k, v in getattr(plan, "missing", {}).items() if plan.scm.node(k).family in CONTINUOUS}
 
 
 def scales_attr(plan) -> str:
@@ -77,6 +88,7 @@ def build_idata(plan, samples: dict, stats: dict, loglik: dict | None, s) -> az.
         "method": s.method,
         "seed": int(s.seed),
         "scales": scales_attr(plan),
+        "data_summary": json.dumps(getattr(plan, "data_summary", {}), default=str),
     }
     idata = az.from_dict(
         posterior={k: v for k, v in samples.items()},

@@ -14,6 +14,10 @@ A ``data:`` block is either one source (``{path: ...}`` or ``{package: ..., tabl
       derive: [{name: age2, op: square, of: age}, {name: treated_cps, op: equals, of: source, value: cps}]
       columns: [age, age2, ...]      # keep only these (optional)
 
+A source may carry its own ``filter:`` list, applied to that source alone before the sources are
+combined (``nsw: {package: causaldata, table: nsw_mixtape, filter: [{column: treat, op: "==",
+value: 1}]}`` keeps the NSW trainees only), since the top-level filter sees the combined rows.
+
 Operations come from a fixed table (never code): filters ``== != < <= > >= in notin``; derived
 columns ``square log log1p exp abs add subtract multiply divide equals``.
 """
@@ -27,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from causal_wm.data import INTEGRATION_ATTR
 from causal_wm.errors import DataError, suggest
 from causal_wm.sources import load_source
 
@@ -39,10 +44,19 @@ BINARY = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divi
 
 @dataclass(frozen=True)
 class DataBundle:
-    """The integrated table and a summary of the steps (rows per source, joined, filtered)."""
+    """The integrated table and a summary of the steps (rows per source, joined, filtered).
+
+    The frame carries the summary in ``frame.attrs`` too, so that fitting it records where its rows
+    came from (:func:`causal_wm.data.prepare`, ``Posterior.data_summary``).
+    """
 
     frame: pd.DataFrame
     summary: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        frame = self.frame.copy(deep=False)  # never tag a frame a package may have cached
+        frame.attrs[INTEGRATION_ATTR] = self.summary
+        object.__setattr__(self, "frame", frame)
 
 
 def load_data(spec: Mapping, base=None) -> DataBundle:
@@ -67,7 +81,7 @@ def load_data(spec: Mapping, base=None) -> DataBundle:
     sources = spec["sources"]
     if not isinstance(sources, Mapping) or not sources:
         raise DataError("data.sources must map names to sources, e.g. {a: {path: a.csv}}.")
-    frames = {str(k): load_source(v, base=base) for k, v in sources.items()}
+    frames = {str(k): _load_named(str(k), v, base) for k, v in sources.items()}
     rows: dict = {k: len(v) for k, v in frames.items()}
     summary: dict = {"rows": rows}
     if "stack" in spec and "join" in spec:
@@ -94,6 +108,20 @@ def load_data(spec: Mapping, base=None) -> DataBundle:
             raise DataError(f"data.columns names {missing}, which the data do not have.")
         frame = frame[list(spec["columns"])]
     return DataBundle(frame.reset_index(drop=True), summary)
+
+
+def _load_named(name, spec, base) -> pd.DataFrame:
+    """One named source, with its own ``filter:`` list (if any) applied before combining."""
+    if not isinstance(spec, Mapping) or "filter" not in spec:
+        return load_source(spec, base=base)
+    filters = spec["filter"]
+    if not isinstance(filters, list):
+        raise DataError(f"data.sources.{name}.filter must be a list like [{{column: c, op: '==', value: v}}], "
+                        f"got {filters!r}.")
+    frame = load_source({k: v for k, v in spec.items() if k != "filter"}, base=base)
+    for f in filters:
+        frame = _filter(frame, f)
+    return frame
 
 
 def _stack(frames, names, column) -> pd.DataFrame:

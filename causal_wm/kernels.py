@@ -1,20 +1,24 @@
-"""Fused, compiled kernels over posterior draws x units (numba).
+"""Generic compiled kernels over posterior draws x units (numba): the reference implementation
+of the structural equations, and the engine for every query the fused one does not take.
 
-One implementation of the structural equations for every query: each kernel walks the nodes in
-topological order for one (draw, unit) pair, evaluating the mechanism from flat arrays built by
-:mod:`causal_wm.program`. Nothing per (draw, unit) is materialised unless the caller asks for
-every draw; summaries are reduced inside the kernel.
+Each kernel walks the nodes in topological order for one (draw, unit) pair, evaluating the
+mechanism from flat arrays built by :mod:`causal_wm.program`. Nothing per (draw, unit) is
+materialised unless the caller asks for every draw; summaries are reduced inside the kernel.
+:mod:`causal_wm.fused` specialises the same equations to one model and query (traced with JAX,
+:mod:`causal_wm.traced` mirrors every function here); large counterfactual and effect queries
+run there, small ones, simulation and predictive checks run here.
 
 Randomness is counter-based: the uniform for (draw, unit, node, slot) is a hash of those integers
 and the query's key. The numbers therefore do not depend on chunking or thread count, both worlds
 of a contrast share their noise (common random numbers), and every posterior draw gets its own
 independent noise.
 
-Why numba: a loop fused by hand for one model measured about 2x faster than jit-compiled JAX on
-our 2-core CPUs. This kernel is generic (it interprets any model's layout per node), and that
-interpretation costs: it measured about 50x slower than the hand-fused loop and about 30x slower
-than JAX on the benchmark model (docs/performance.md). Specialising the kernel per model is the
-open work item.
+Cost: this kernel interprets any model's layout per element (branches on source, family and
+intervention kind; walks parent and term lists), which measured about 50x slower than a loop
+fused by hand for the benchmark model, and 10-60x slower than the fused engine
+(docs/performance.md); in exchange it needs no per-model compile (numba caches it on disk).
+Changes to the mechanism math here must be mirrored in :mod:`causal_wm.traced`
+(``tests/test_fused_kernel.py`` compares the two).
 """
 
 from __future__ import annotations
@@ -82,53 +86,118 @@ def sigmoid(x):
     return e / (1.0 + e)
 
 
+# Counts: the pmf recurrence runs in log space (exp(-mu) underflows to 0 for mu > ~745, which
+# made every CDF 0) and starts COUNT_SIGMAS SDs below the mean (the mass below is < 1e-30, far
+# under a uniform's resolution), so a walk costs O(SD) steps for near-symmetric counts. A walk
+# that would take more than MAX_COUNT_STEPS (a Poisson mean above ~1.7e9, a negative binomial
+# with phi = 2 and mean above ~1e5; in practice only absurd interventions) is answered by the
+# continuity-corrected normal approximation instead: approximate for a skewed negative
+# binomial, but no parameter value can hang a query.
+COUNT_SIGMAS = 12.0
+MAX_COUNT_STEPS = 1_000_000
+
+
+@njit(cache=True, inline="always")
+def _phi(z):
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))
+
+
+@njit(cache=True)
+def _count_sd(fam, mu, phi):
+    return math.sqrt(mu if fam == POISSON else mu + mu * mu / phi)
+
+
+@njit(cache=True)
+def _long_walk(fam, mu, phi):
+    sd = _count_sd(fam, mu, phi)  # the walk spans max(0, mu - c sd) to mu + c sd (written without cancellation)
+    return COUNT_SIGMAS * sd + min(mu, COUNT_SIGMAS * sd) > MAX_COUNT_STEPS
+
+
+@njit(cache=True)
+def _count_start(fam, mu, phi):
+    """(first value summed, its log pmf, log of the recurrence's constant ratio)."""
+    k0 = max(0.0, np.floor(mu - COUNT_SIGMAS * _count_sd(fam, mu, phi)))  # np: math.floor is int64 in numba
+    if fam == POISSON:
+        logr = math.log(mu)
+        if k0 == 0.0:
+            return k0, -mu, logr
+        # k log(mu) - mu - lgamma(k + 1) cancels terms of size mu log mu (1e-7 lost at mu = 1e8);
+        # Stirling's form keeps only small terms: k log(mu / k) + k - mu - log(2 pi k) / 2 - stirlerr(k)
+        if k0 > 15.0:
+            stirlerr = 1.0 / (12.0 * k0) - 1.0 / (360.0 * k0**3) + 1.0 / (1260.0 * k0**5)
+        else:
+            stirlerr = math.lgamma(k0 + 1.0) - (k0 * math.log(k0) - k0 + 0.5 * math.log(2.0 * math.pi * k0))
+        lp = k0 * math.log1p((mu - k0) / k0) + (k0 - mu) - 0.5 * math.log(2.0 * math.pi * k0) - stirlerr
+        return k0, lp, logr
+    logr = math.log(mu) - math.log(mu + phi)
+    lp = (math.lgamma(k0 + phi) - math.lgamma(phi) - math.lgamma(k0 + 1.0)
+          + phi * (math.log(phi) - math.log(phi + mu)) + k0 * logr)
+    return k0, lp, logr
+
+
+@njit(cache=True, inline="always")
+def _count_step(fam, k, phi, logr):
+    # log p(k+1) - log p(k)
+    if fam == POISSON:
+        return logr - math.log(k + 1.0)
+    return logr + math.log(k + phi) - math.log(k + 1.0)
+
+
 @njit(cache=True)
 def count_cdf_pair(fam, mu, phi, y):
     """(F(y-1), F(y)) of a Poisson(mu) or NB2(mu, phi) count, by the pmf recurrence."""
-    if fam == POISSON:
-        p = math.exp(-mu)
-        r = mu
-    else:
-        p = math.exp(phi * (math.log(phi) - math.log(phi + mu)))
-        r = mu / (mu + phi)
+    if not mu > 0.0:  # mu underflowed to 0: all mass at 0
+        return (0.0, 1.0) if y == 0 else (1.0, 1.0)
+    sd = _count_sd(fam, mu, phi)
+    if not math.isfinite(sd):
+        return 0.0, 0.0
+    if _long_walk(fam, mu, phi):
+        return _phi((y - 0.5 - mu) / sd) if y > 0 else 0.0, _phi((y + 0.5 - mu) / sd)
+    k, lp, logr = _count_start(fam, mu, phi)
+    if y < k:
+        return 0.0, 0.0
     lo = 0.0
-    cdf = p
-    k = 0
-    while k < y:
+    cdf = math.exp(lp)
+    steps = 0
+    while k < y and steps < MAX_COUNT_STEPS:
         lo = cdf
-        if fam == POISSON:
-            p = p * r / (k + 1)
-        else:
-            p = p * (k + phi) / (k + 1) * r
-        k += 1
-        cdf = cdf + p
-    if y == 0:
-        lo = 0.0
-    return lo, cdf
+        lp += _count_step(fam, k, phi, logr)
+        k += 1.0
+        cdf += math.exp(lp)
+        steps += 1
+    return min(lo, 1.0), min(cdf, 1.0)
 
 
 @njit(cache=True)
 def count_quantile(fam, mu, phi, u):
     """Smallest y with F(y) >= u for a Poisson(mu) or NB2(mu, phi) count."""
-    if fam == POISSON:
-        p = math.exp(-mu)
-        r = mu
-    else:
-        p = math.exp(phi * (math.log(phi) - math.log(phi + mu)))
-        r = mu / (mu + phi)
+    if not mu > 0.0:
+        return 0.0
+    sd = _count_sd(fam, mu, phi)
+    if not math.isfinite(sd):
+        return math.inf
+    if _long_walk(fam, mu, phi):
+        lo, hi = -40.0, 40.0  # bisection for the standard normal quantile of u
+        for _ in range(80):
+            mid = 0.5 * (lo + hi)
+            if _phi(mid) < u:
+                lo = mid
+            else:
+                hi = mid
+        return max(0.0, np.floor(mu + sd * hi + 0.5))
+    k, lp, logr = _count_start(fam, mu, phi)
+    p = math.exp(lp)
     cdf = p
-    k = 0
-    limit = 100000 + 50.0 * mu
-    while cdf < u and k < limit:
-        if fam == POISSON:
-            p = p * r / (k + 1)
-        else:
-            p = p * (k + phi) / (k + 1) * r
-        k += 1
-        cdf = cdf + p
-        if p == 0.0 and k > mu:
+    steps = 0
+    while cdf < u and steps < MAX_COUNT_STEPS:
+        lp += _count_step(fam, k, phi, logr)
+        k += 1.0
+        p = math.exp(lp)
+        cdf += p
+        steps += 1
+        if p == 0.0 and k > mu:  # past the mode with nothing left to add: u is above the float sum
             break
-    return float(k)
+    return k
 
 
 @njit(cache=True, inline="always")
@@ -472,6 +541,8 @@ def units_summary_kernel(prog, theta, data, orig, lat, units, draws, key, src_f,
         eta = np.empty(MAX_LEVELS)
         eta_f = np.empty(MAX_LEVELS)
         buf = np.empty((outputs.shape[0], nd))
+        samp = np.empty(SUMMARY_SAMPLE)
+        work = np.empty((2, nd))
         for d in range(nd):
             s = draws[d]
             _world(s, su, su, key, order, src_f, data, lat, fact, fact, eta, eta_f, theta, ni, nf, pf,
@@ -484,20 +555,174 @@ def units_summary_kernel(prog, theta, data, orig, lat, units, draws, key, src_f,
                 k = outputs[o]
                 buf[o, d] = _output(k, su, vals, fact, orig, ni, pf)
         for o in range(outputs.shape[0]):
-            row = np.sort(buf[o])
-            m = row.mean()
-            out[j, o, 0] = m
-            out[j, o, 1] = math.sqrt(((row - m) ** 2).mean())  # two-pass: no cancellation
-            out[j, o, 2] = _quantile(row, lo_q)
-            out[j, o, 3] = _quantile(row, hi_q)
+            row_summary(buf[o], lo_q, hi_q, samp, work, out[j, o])
 
 
-@njit(cache=True)
-def _quantile(sorted_row, q):
-    # linear interpolation between order statistics (numpy's default "linear" method)
-    n = sorted_row.shape[0]
+# Per-unit summaries need two quantiles of S draws per output. Sorting the S draws cost more than
+# computing them (about 3e6 unit-draws/s for 4 outputs on 2 cores), so the order statistics are
+# selected exactly instead: a systematic sample of SUMMARY_SAMPLE draws brackets each
+# wanted rank, one branch-free pass counts what lies below each bracket and collects what lies
+# strictly inside (ties with a bracket's ends are counted, so binary and constant rows collect
+# nothing), and a quickselect finds the rank among the few collected. A bracket that misses (an
+# unlucky sample) or a NaN falls back to a full sort, so the result is always numpy's "linear"
+# quantile of the draws.
+SUMMARY_SAMPLE = 64
+SUMMARY_MARGIN = 4
+
+
+@njit(cache=True, nogil=True)
+def _select(a, n, r):
+    """The r-th smallest (0-based) of ``a[:n]`` (no NaN), reordering ``a[:n]`` so that every entry
+    after position r is >= it (quickselect, median-of-three pivots)."""
+    lo, hi = 0, n - 1
+    while hi > lo:
+        mid = (lo + hi) >> 1
+        x, y, z = a[lo], a[mid], a[hi]
+        pivot = max(min(x, y), min(max(x, y), z))
+        i, j = lo, hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if r <= j:
+            hi = j
+        elif r >= i:
+            lo = i
+        else:
+            break
+    return a[r]
+
+
+@njit(cache=True, nogil=True)
+def _pair(i, below, a, n_a, buf, nb, b):
+    """Order statistics i and i + 1 given the bracket counts: ``below`` values under ``a``, ``n_a``
+    equal to ``a``, ``buf[:nb]`` strictly inside, then values equal to ``b``."""
+    r = i - below - n_a
+    if r < 0:
+        xi = a
+    elif r < nb:
+        xi = _select(buf, nb, r)
+    else:
+        return b, b
+    if r + 1 < 0:
+        return xi, a
+    if r + 1 >= nb:
+        return xi, b
+    if r < 0:  # r + 1 == 0: the smallest inside
+        m = buf[0]
+        for t in range(1, nb):
+            m = min(m, buf[t])
+        return xi, m
+    m = buf[r + 1]  # after the select, everything past r is >= xi: the next is their minimum
+    for t in range(r + 2, nb):
+        m = min(m, buf[t])
+    return xi, m
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _bracket(samp, i, n):
+    # the sample's order statistics around rank i's expected place (selected, not sorted: cheaper)
+    m = samp.shape[0]
+    lo_pos = (i * m) // n - SUMMARY_MARGIN
+    hi_pos = ((i + 1) * m) // n + 1 + SUMMARY_MARGIN
+    return (_select(samp, m, lo_pos) if lo_pos >= 0 else -np.inf), (_select(samp, m, hi_pos) if hi_pos < m else np.inf)
+
+
+@njit(cache=True, nogil=True)
+def row_summary(row, lo_q, hi_q, samp, work, res):
+    """(mean, SD, lo_q quantile, hi_q quantile) of ``row`` into ``res[:4]``.
+
+    Quantiles are numpy's default ("linear") method; ``samp`` (SUMMARY_SAMPLE) and ``work``
+    (2 x len(row)) are scratch space.
+    """
+    n = row.shape[0]
+    m = 0.0
+    lo = row[0]
+    hi = row[0]
+    for t in range(n):
+        x = row[t]
+        m += x
+        lo = min(lo, x)
+        hi = max(hi, x)
+    m /= n
+    if lo == hi and m == m:  # constant (e.g. an intervened node): nothing to select
+        res[0], res[1], res[2], res[3] = lo, 0.0, lo, lo
+        return
+    v = 0.0
+    for t in range(n):
+        v += (row[t] - m) ** 2  # two-pass: no cancellation
+    res[0] = m
+    res[1] = math.sqrt(v / n)
+    i1, j1, w1 = _interp_at(lo_q, n)
+    i2, j2, w2 = _interp_at(hi_q, n)
+    ns = samp.shape[0]
+    ok = n >= 4 * ns
+    if ok:
+        stride = n // ns
+        for t in range(ns):
+            samp[t] = row[t * stride]
+        a1, b1 = _bracket(samp, i1, n)
+        a2, b2 = _bracket(samp, i2, n)
+        lt1 = 0
+        ea1 = 0
+        eb1 = 0
+        nb1 = 0
+        lt2 = 0
+        ea2 = 0
+        eb2 = 0
+        nb2 = 0
+        nan = 0
+        w_1 = work[0]
+        w_2 = work[1]
+        for t in range(n):  # branch-free: comparisons add, every value is stored, kept ones advance
+            x = row[t]
+            lt1 += x < a1
+            ea1 += x == a1
+            eb1 += x == b1
+            w_1[nb1] = x
+            nb1 += (x > a1) & (x < b1)
+            lt2 += x < a2
+            ea2 += x == a2
+            eb2 += x == b2
+            w_2[nb2] = x
+            nb2 += (x > a2) & (x < b2)
+            nan += x != x
+        if a1 == b1:
+            eb1 = 0
+        if a2 == b2:
+            eb2 = 0
+        ok = (nan == 0 and lt1 <= i1 and j1 < lt1 + ea1 + nb1 + eb1
+              and lt2 <= i2 and j2 < lt2 + ea2 + nb2 + eb2)
+        if ok:
+            xi, xj = _pair(i1, lt1, a1, ea1, w_1, nb1, b1)
+            res[2] = xi * (1.0 - w1) + xj * w1
+            xi, xj = _pair(i2, lt2, a2, ea2, w_2, nb2, b2)
+            res[3] = xi * (1.0 - w2) + xj * w2
+    if not ok:  # few draws, a NaN, or a bracket missed its rank: sort them all
+        full = np.sort(row)
+        res[2] = full[i1] * (1.0 - w1) + full[j1] * w1
+        res[3] = full[i2] * (1.0 - w2) + full[j2] * w2
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _interp_at(q, n):
+    # numpy's "linear" method: between order statistics i and j with weight w on j
     pos = q * (n - 1)
     i = int(math.floor(pos))
-    j = min(i + 1, n - 1)
-    w = pos - i
-    return sorted_row[i] * (1.0 - w) + sorted_row[j] * w
+    return i, min(i + 1, n - 1), pos - i
+
+
+@njit(cache=True, nogil=True)
+def summarise_rows(vals, n, lo_q, hi_q, out):
+    """``out[j, o] = row_summary(vals[o, j])`` for the first ``n`` units of a (outputs, units,
+    draws) chunk (used by :mod:`causal_wm.fused`; runs without the GIL)."""
+    samp = np.empty(SUMMARY_SAMPLE)
+    work = np.empty((2, vals.shape[2]))
+    for j in range(n):
+        for o in range(vals.shape[0]):
+            row_summary(vals[o, j], lo_q, hi_q, samp, work, out[j, o])

@@ -13,6 +13,11 @@ import yaml
 from causal_wm.errors import ModelSpecError, StudyError, suggest
 
 MAX_FILE_BYTES = 1_000_000
+# Values in a file once its aliases are expanded: model and study files hold hundreds; an "alias
+# bomb" (anchors repeated inside each other, the "billion laughs") holds billions and would hang
+# whatever walks it (an error message's repr, json.dumps).
+MAX_YAML_VALUES = 100_000
+_MERGE = "tag:yaml.org,2002:merge"
 KINDS = {"models": "model", "studies": "study"}
 
 
@@ -37,9 +42,13 @@ def read_yaml(path: Path, error=ModelSpecError) -> tuple[object, dict[str, int]]
         raise error(f"file {str(path)!r} does not exist; check the path.")
     if path.stat().st_size > MAX_FILE_BYTES:
         raise error(f"file {str(path)!r} is larger than {MAX_FILE_BYTES} bytes; is it the right file?")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save the file as UTF-8.") from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_tree(root, path, error)
         data = yaml.load(text, Loader=yaml.SafeLoader)  # SafeLoader: no tags that build objects
     except yaml.constructor.ConstructorError as exc:
         raise error(
@@ -49,6 +58,8 @@ def read_yaml(path: Path, error=ModelSpecError) -> tuple[object, dict[str, int]]
         ) from None
     except yaml.YAMLError as exc:
         raise error(f"{path}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise error(f"{path}: the YAML is nested too deeply to read; is it the right file?") from None
     lines: dict[str, int] = {}
     if isinstance(root, yaml.MappingNode):
         for k, v in root.value:
@@ -63,6 +74,46 @@ def read_yaml(path: Path, error=ModelSpecError) -> tuple[object, dict[str, int]]
                             if k2.value == "name":
                                 lines.setdefault(str(v2.value), item.start_mark.line + 1)
     return data, lines
+
+
+def _check_tree(root, path, error) -> None:
+    """Refuse what a safe load accepts but a data file has no business holding: a key given twice
+    in one mapping (YAML would keep the last one silently), aliases that expand to more than
+    ``MAX_YAML_VALUES`` values, and an alias inside its own anchor (a recursive structure)."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def size(node) -> int:
+        if id(node) in sizes:  # an alias: the same node again, counted at its expanded size
+            return sizes[id(node)]
+        if id(node) in open_:
+            raise error(f"{path}, line {node.start_mark.line + 1}: a YAML alias refers to its own anchor "
+                        "(a recursive structure); write the value out instead.")
+        open_.add(id(node))
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.tag != _MERGE:
+                    if (k.tag, k.value) in seen:
+                        raise error(f"{path}, line {k.start_mark.line + 1}: key {k.value!r} is given twice in one "
+                                    f"mapping (first on line {seen[(k.tag, k.value)]}); YAML would silently keep "
+                                    "the last one. Remove or rename one of them.")
+                    seen[(k.tag, k.value)] = k.start_mark.line + 1
+                total += size(k) + size(v)
+        elif isinstance(node, yaml.SequenceNode):
+            for v in node.value:
+                total += size(v)
+        if total > MAX_YAML_VALUES:
+            raise error(f"{path}, line {node.start_mark.line + 1}: the YAML expands to more than {MAX_YAML_VALUES} "
+                        "values (anchors and aliases repeated inside each other, an 'alias bomb'?); a model or "
+                        "study file is small data: write the values out, without nested aliases.")
+        open_.discard(id(node))
+        sizes[id(node)] = total
+        return total
+
+    if root is not None:
+        size(root)
 
 
 def resolve(name_or_path: str | Path, kind: str) -> Path:

@@ -182,3 +182,26 @@ def counterfactual_figure(rows: pd.DataFrame, k: int = 30) -> str:
                Line2D([], [], color=ACCENT, marker="o", lw=1.6, label="counterfactual mean and interval")]
     fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     return to_data_uri(fig)
+
+
+# ---------------------------------------------------------------------------- checks
+def sensitivity_figure(strengths, estimates, lowers, uppers, breakdown, treatment: str, outcome: str,
+                       prob: float) -> str:
+    """The effect and its interval against the strength of a hidden confounder, zero and the breakdown marked."""
+    s = np.asarray(strengths, dtype=float)
+    fig = new_figure(6.5, 2.6)
+    ax = fig.add_subplot()
+    ax.fill_between(s, np.asarray(lowers, float), np.asarray(uppers, float), color=ACCENT, alpha=0.18, lw=0,
+                    label=f"{round(100 * prob)}% interval")
+    ax.plot(s, np.asarray(estimates, float), "o-", color=ACCENT, ms=4, lw=1.6, label="posterior mean")
+    ax.axhline(0, color=FACTUAL, lw=1, ls="--")
+    if breakdown is not None:
+        ax.axvline(breakdown, color=INK, lw=0.9, ls=":", label=f"interval first covers 0 (strength {breakdown:g})")
+    ax.set_xlabel(f"strength of the hidden confounder (loading on {plain(treatment)} and {plain(outcome)})",
+                  fontsize=8.5)
+    ax.set_title(f"effect of {plain(treatment)} on {plain(outcome)} as the hidden confounder grows", fontsize=9)
+    ax.grid(color="#dddddd", lw=0.6)
+    ax.set_axisbelow(True)
+    ax.legend(fontsize=7.5, frameon=False, loc="best")
+    _ticks(ax, "y")
+    return to_data_uri(fig)

@@ -50,7 +50,17 @@ class Posterior:
         """The compiled structural equations and parameter draws (built on first use)."""
         from causal_wm.program import compile_program
 
-        return compile_program(self.plan, self.idata.posterior)
+        return compile_program(self.plan, self.idata.posterior, seed=self.seed)
+
+    @property
+    def data_summary(self) -> dict:
+        """What happened to the data before fitting: rows in, dropped (per ``missing: drop`` node),
+        used, values imputed per ``missing: impute`` node, and the integration steps (rows per
+        source, joined, unmatched) when the data came from a ``data:`` block."""
+        import json
+
+        saved = self.idata.attrs.get("data_summary")  # as recorded at fit time (survives saving)
+        return json.loads(saved) if saved else dict(getattr(self.plan, "data_summary", {}))
 
     def diagnostics(self) -> Diagnostics:
         """R-hat, bulk/tail ESS, MCSE per parameter, and divergences (see :mod:`causal_wm.diagnostics`)."""
@@ -77,7 +87,10 @@ class Posterior:
 
     def warnings_for_results(self) -> tuple[str, ...]:
         """Plain-language warnings every result of this posterior carries."""
-        return tuple(f"fit not converged: {p}" for p in self.diagnostics().problems)
+        import json
+
+        data = tuple(f"data: {m}" for m in json.loads(self.idata.attrs.get("data_warnings", "[]")))
+        return data + tuple(f"fit not converged: {p}" for p in self.diagnostics().problems)
 
     # ------------------------------------------------------------------ queries
     def effect(self, outcome: str, do: Mapping, vs: Mapping | None = None, given=None, level=None,
@@ -186,7 +199,8 @@ class Posterior:
         """ArviZ summary of the parameters (internal scale) with diagnostics."""
         import arviz as az
 
-        names = [v for v in self.idata.posterior.data_vars if "__z__" not in v and v not in self.scm.latent]
+        names = [v for v in self.idata.posterior.data_vars
+                 if "__z__" not in v and v not in self.scm.latent and not v.endswith("__missing")]  # per unit
         return az.summary(self.idata, var_names=names, hdi_prob=prob)
 
     def __repr__(self) -> str:

@@ -97,7 +97,10 @@ class Prior:
             v = d[n]
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise ModelSpecError(f"prior for {where}: {n} must be a number, got {v!r}.")
-            v = float(v)
+            try:
+                v = float(v)
+            except OverflowError:  # an integer beyond floating point (e.g. 10**400)
+                v = math.inf
             if not math.isfinite(v):
                 raise ModelSpecError(f"prior for {where}: {n} must be a finite number, got {v}.")
             if n != "loc" and not v > 0:

@@ -8,6 +8,9 @@ first column and number of columns.
 ``pf`` (float) holds: centre and scale of the value transform, (unused), count offset, and the
 centre and scale applied when the node is a parent.
 ``theta`` holds every parameter per posterior draw (chains x draws flattened).
+``lat`` holds per-unit values per draw (draws x units x nodes) of the nodes the queries read from
+posterior draws (source ``LATENT``): the latent nodes, then the nodes with imputed values — for
+those, the observed value where there is one and the posterior draw of the missing value elsewhere.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ class Program:
     lat: np.ndarray
     data: np.ndarray
     orig: np.ndarray
+    drawn: tuple[str, ...] = ()  # nodes read from ``lat`` (latent nodes, then imputed ones)
+    imputed: tuple[str, ...] = ()  # nodes with imputed values in the fitting data
 
     def index(self, name: str) -> int:
         """Kernel index of node ``name``."""
@@ -49,8 +54,13 @@ def _flat(da) -> np.ndarray:
     return v.reshape((v.shape[0] * v.shape[1], -1))
 
 
-def compile_program(plan, posterior) -> Program:
-    """Build a :class:`Program` from a fit plan and an InferenceData ``posterior`` group."""
+def compile_program(plan, posterior, seed: int = 0) -> Program:
+    """Build a :class:`Program` from a fit plan and an InferenceData ``posterior`` group.
+
+    ``seed`` (the fit's) fixes the draws of a discrete leaf's missing values, which the fit summed
+    out: they are drawn here from the node's mechanism, per posterior draw (exact, as nothing
+    downstream informs them).
+    """
     scm, lays, scales = plan.scm, plan.layouts, plan.scales
     names = tuple(scm.order)
     idx = {n: i for i, n in enumerate(names)}
@@ -70,7 +80,8 @@ def compile_program(plan, posterior) -> Program:
     col_ptr, fac_ptr, fac_var, fac_lev = [], [0], [], []
     blk_ptr, blk_var, blk_cols, blk_p = [0], [], [], []
     nf: list[int] = []
-    latents = [n for n in names if lays[n].latent]
+    imputed = [n for n in names if n in getattr(plan, "missing", {})]
+    latents = [n for n in names if lays[n].latent] + imputed  # every node with per-unit draws
 
     def add_column(col):
         for var, lev in col.factors:
@@ -94,7 +105,7 @@ def compile_program(plan, posterior) -> Program:
             if p in fam.extra and not lay.latent:
                 ni[k, 6 + j] = put(_flat(posterior[sites.extra(name, p)]))
         ni[k, 9] = K.LOG if fam.name == "lognormal" else K.LINEAR if fam.standardise else K.IDENTITY
-        ni[k, 11] = latents.index(name) if lay.latent else -1
+        ni[k, 11] = latents.index(name) if name in latents else -1
         ni[k, 12] = len(nf)
         nf.extend(idx[p] for p in scm.parents(name))
         ni[k, 13] = len(nf)
@@ -117,7 +128,8 @@ def compile_program(plan, posterior) -> Program:
     theta = np.ascontiguousarray(np.concatenate(blocks, axis=1)) if blocks else np.zeros((_n_draws(posterior), 1))
     S = theta.shape[0]
     if latents:
-        lat = np.stack([_flat(posterior[n]) for n in latents], axis=-1)
+        lat = np.stack([_flat(posterior[n]) if lays[n].latent else _imputed(plan, posterior, n, S)
+                        for n in latents], axis=-1)
     else:
         lat = np.zeros((S, 1, 1))
     data = np.full((plan.n, n_nodes), np.nan)
@@ -138,7 +150,37 @@ def compile_program(plan, posterior) -> Program:
         np.array(blk_cols, dtype=np.int64).reshape(-1, 2),
         np.array(blk_p, dtype=np.int64),
     )
-    return Program(names, arrays, theta, np.ascontiguousarray(lat), data, orig)
+    prog = Program(names, arrays, theta, np.ascontiguousarray(lat), data, orig, tuple(latents), tuple(imputed))
+    for name in imputed:
+        if sites.missing(name) not in posterior:
+            _draw_missing_leaf(prog, plan.missing[name], prog.index(name), seed)
+    return prog
+
+
+def _imputed(plan, posterior, name, S) -> np.ndarray:
+    """(draws, units) values of an imputed node: observed where seen, posterior draws where missing
+    (a discrete leaf's missing entries stay NaN until :func:`_draw_missing_leaf`)."""
+    full = np.repeat(plan.values[name][None, :], S, axis=0)
+    if sites.missing(name) in posterior:
+        full[:, plan.missing[name]] = _flat(posterior[sites.missing(name)])
+    return full
+
+
+def _draw_missing_leaf(prog: Program, rows: np.ndarray, k: int, seed: int) -> None:
+    """Fill a discrete leaf's missing values in ``prog.lat`` with one draw per posterior draw from its
+    mechanism given the unit's parents (in that draw), by the shared kernel."""
+    from causal_wm.seeding import stream
+
+    K_ = len(prog.names)
+    src_f = np.array([K.LATENT if n in prog.drawn else K.DATA for n in prog.names], dtype=np.int64)
+    src_c = src_f.copy()
+    src_c[k] = K.FRESH
+    out = np.empty((prog.n_draws, len(rows), 1))
+    K.units_kernel(prog.arrays, prog.theta, prog.data, prog.orig, prog.lat, rows.astype(np.int64),
+                   np.arange(prog.n_draws, dtype=np.int64), False, stream(seed, f"impute:{prog.names[k]}"),
+                   src_f, src_c, np.zeros(K_, dtype=np.int64), np.zeros(K_), np.zeros((1, K_)), np.zeros((1, 2)),
+                   np.ones(K_, dtype=bool), np.array([k], dtype=np.int64), out)
+    prog.lat[:, rows, prog.drawn.index(prog.names[k])] = out[:, :, 0]  # discrete: internal = original units
 
 
 def original_matrix(scm, frame, values, names) -> np.ndarray:

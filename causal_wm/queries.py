@@ -1,8 +1,10 @@
 """Queries on posterior draws: effect, simulate, counterfactual and posterior predictive checks.
 
 Each query decides, per node, where its value comes from in each world (data, the unit's latent
-draws, fresh noise, or abducted noise), compiles the interventions, and runs one fused kernel
-(:mod:`causal_wm.kernels`). Queries never refit.
+draws, fresh noise, or abducted noise), compiles the interventions, and runs one kernel: for
+large counterfactual and effect queries the model-specialised one of :mod:`causal_wm.fused`
+(``engine="auto"``, the default), otherwise the generic one of :mod:`causal_wm.kernels`; both
+compute the same numbers. Queries never refit.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
+from causal_wm import fused
 from causal_wm import kernels as K
 from causal_wm.data import encode
 from causal_wm.errors import QueryError
@@ -33,7 +36,7 @@ def _sources(post, intervened, mode: str) -> np.ndarray:
         if n in down:
             src[i] = K.FRESH if mode == "fresh" else K.ABDUCT
         else:
-            src[i] = K.LATENT if scm.node(n).latent else K.DATA
+            src[i] = K.LATENT if n in post.program.drawn else K.DATA  # latent or imputed: per-unit draws
     return src
 
 
@@ -66,14 +69,20 @@ def _select_units(post, given) -> tuple[np.ndarray, str]:
 
 
 def effect(post, outcome: str, do: Mapping, vs: Mapping | None = None, given=None, level=None,
-           seed: int | None = None) -> EffectResult:
-    """Population (or conditional) average effect; see :meth:`Posterior.effect`."""
+           seed: int | None = None, engine: str | None = None) -> EffectResult:
+    """Population (or conditional) average effect; see :meth:`Posterior.effect`.
+
+    ``engine``: "auto" (default: the fused kernel, :mod:`causal_wm.fused`, where it applies),
+    "fused" or "generic" (the interpreting kernel of :mod:`causal_wm.kernels`).
+    """
     scm = post.scm
     if not isinstance(do, Mapping) or not do:
         raise QueryError("do must be a non-empty mapping of node -> intervention, e.g. {'treat': 1}.")
+    if vs is not None and not isinstance(vs, Mapping):
+        raise QueryError(f"vs must be a mapping of node -> intervention (or None), got {type(vs).__name__}.")
     vs = dict(vs or {})
     units, desc = _select_units(post, given)
-    out = _contrast(post, outcome, do, vs, units, (), level, seed)
+    out = _contrast(post, outcome, do, vs, units, (), level, seed, engine)
     warnings = list(post.warnings_for_results())
     if outcome not in scm.descendants(set(do) | set(vs)) and outcome not in set(do) | set(vs):
         warnings.append(f"{outcome!r} is not downstream of the intervened nodes, so the effect is zero.")
@@ -107,6 +116,12 @@ def _identification_warning(scm, treatment, outcome) -> list[str]:
 
 def _result(post, outcome, do, vs, under_do, under_vs, n_units, desc, seed, warnings) -> EffectResult:
     C, D = post.shape
+    bad = ~(np.isfinite(under_do) & np.isfinite(under_vs))
+    if bad.any():  # e.g. a value far outside the data pushed a log link past floating point
+        raise QueryError(
+            f"the expected {outcome!r} under do={dict(do)!r} / vs={dict(vs)!r} overflowed (not finite) in "
+            f"{int(bad.sum())} of {bad.size} posterior draws; intervene with values nearer the data's range."
+        )
     return EffectResult(
         outcome=outcome, do=dict(do), vs=dict(vs), chains=(under_do - under_vs).reshape(C, D),
         under_do=under_do.reshape(C, D), under_vs=under_vs.reshape(C, D), n_units=n_units,
@@ -115,7 +130,7 @@ def _result(post, outcome, do, vs, under_do, under_vs, n_units, desc, seed, warn
     )
 
 
-def _contrast(post, outcome, do, vs, units, from_vs, level, seed) -> np.ndarray:
+def _contrast(post, outcome, do, vs, units, from_vs, level, seed, engine=None) -> np.ndarray:
     """Per draw, mean E[outcome] under ``do`` (column 0) and under ``vs`` (column 1).
 
     Nodes in ``from_vs`` keep, in the ``do`` world, the values they took in the ``vs`` world.
@@ -142,7 +157,8 @@ def _contrast(post, outcome, do, vs, units, from_vs, level, seed) -> np.ndarray:
         src_a[prog.index(name)] = K.OTHER
     tables = _merge_tables(worlds)
     key = stream(post.seed if seed is None else seed, "effect")
-    return K.effect_kernel(
+    run = fused.effect if fused.use_fused(engine, True, "effect", prog.n_draws * len(units)) else K.effect_kernel
+    return run(
         prog.arrays, prog.theta, prog.data, prog.lat, units.astype(np.int64), key,
         src_a, worlds[0][1], worlds[0][2], worlds[0][3],
         worlds[1][0], worlds[1][1], worlds[1][2], worlds[1][3],
@@ -163,9 +179,11 @@ def _level_code(post, outcome, level) -> int:
 
 
 def mediation(post, treatment: str, mediator, outcome: str, treat_value=1, control_value=0, given=None,
-              seed: int | None = None) -> MediationResult:
+              seed: int | None = None, engine: str | None = None) -> MediationResult:
     """Natural direct, natural indirect and total effects; see :meth:`Posterior.mediation`."""
     scm = post.scm
+    if not isinstance(mediator, (str, list, tuple)):
+        raise QueryError(f"mediation: mediator must be a node name or a list of them, got {mediator!r}.")
     mediators = [mediator] if isinstance(mediator, str) else list(mediator)
     check_names(scm, [treatment, outcome, *mediators], "mediation")
     down = scm.descendants([treatment])
@@ -179,8 +197,8 @@ def mediation(post, treatment: str, mediator, outcome: str, treat_value=1, contr
         raise QueryError(f"mediation: {outcome!r} is not downstream of {treatment!r}.")
     units, desc = _select_units(post, given)
     do, vs = {treatment: treat_value}, {treatment: control_value}
-    total = _contrast(post, outcome, do, vs, units, (), None, seed)      # Y(t1, M(t1)) vs Y(t0, M(t0))
-    direct = _contrast(post, outcome, do, vs, units, mediators, None, seed)  # Y(t1, M(t0)) vs Y(t0, M(t0))
+    total = _contrast(post, outcome, do, vs, units, (), None, seed, engine)  # Y(t1, M(t1)) vs Y(t0, M(t0))
+    direct = _contrast(post, outcome, do, vs, units, mediators, None, seed, engine)  # Y(t1, M(t0)) vs Y(t0, M(t0))
     warnings = list(post.warnings_for_results())
     args = (len(units), desc, seed, warnings)
     return MediationResult(
@@ -200,7 +218,7 @@ def _natural(post, iv, src, column) -> dict:
             k = post.program.index(name)
             if src[k] != K.DATA:
                 raise QueryError(
-                    f"do({name}=<callable>): {name!r} is latent or downstream of another intervened "
+                    f"do({name}=<callable>): {name!r} is latent, imputed or downstream of another intervened "
                     "node, so its natural value is not known before the query runs; use shift(), "
                     "scale() or a value."
                 )
@@ -246,6 +264,9 @@ def simulate(post, do: Mapping | None = None, n: int = 1000, seed: int | None = 
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise QueryError(f"n must be a positive integer, got {n!r}.")
     prog = post.program
+    if int(n) * len(prog.names) * 8 > MAX_OUTPUT_BYTES:  # refused before allocating, not a MemoryError
+        raise QueryError(f"n={n} new units x {len(prog.names)} nodes would take "
+                         f"{int(n) * len(prog.names) * 8 / 2**30:.1f} GiB; simulate fewer units (in batches).")
     seed_used = post.seed if seed is None else seed
     S = prog.n_draws
     draws = np.resize(rng(seed_used, "simulate-draws").permutation(S), n).astype(np.int64)
@@ -274,6 +295,7 @@ def simulate(post, do: Mapping | None = None, n: int = 1000, seed: int | None = 
     K.units_kernel(prog.arrays, prog.theta, data, data, prog.lat, units, draws, True, key, src, src, ivk,
                    comp.value, ivu, comp.tables, needed, outputs, out)
     values = {name: _labels(post, name, out[0, :, i]) for i, name in enumerate(prog.names)}
+    _exact_set_values(post, do or {}, values)
     return SimulationResult(values, draws, dict(do or {}), seed_used, post.diagnostics().to_dict())
 
 
@@ -294,9 +316,9 @@ def _labels(post, name, arr):
 
 
 def counterfactual(post, units: pd.DataFrame, do: Mapping, draws: int | None = None,
-                   summary_only: bool = False, prob: float = 0.9, seed: int | None = None
-                   ) -> CounterfactualResult:
-    """Unit-level counterfactuals; see :meth:`Posterior.counterfactual`."""
+                   summary_only: bool = False, prob: float = 0.9, seed: int | None = None,
+                   engine: str | None = None) -> CounterfactualResult:
+    """Unit-level counterfactuals; see :meth:`Posterior.counterfactual`. ``engine`` as in :func:`effect`."""
     scm, prog = post.scm, post.program
     if not isinstance(do, Mapping) or not do:
         raise QueryError("do must be a non-empty mapping of node -> intervention, e.g. {'treat': 0}.")
@@ -306,7 +328,7 @@ def counterfactual(post, units: pd.DataFrame, do: Mapping, draws: int | None = N
     if len(units) == 0:
         raise QueryError("units is empty; pass at least one observed unit.")
     data, orig, rows = _unit_rows(post, units)
-    src_f = np.array([K.LATENT if scm.node(n).latent else K.DATA for n in prog.names], dtype=np.int64)
+    src_f = np.array([K.LATENT if n in prog.drawn else K.DATA for n in prog.names], dtype=np.int64)
     src_c = _sources(post, set(do), "abduct")
     from causal_wm.results import _prob
 
@@ -329,12 +351,21 @@ def counterfactual(post, units: pd.DataFrame, do: Mapping, draws: int | None = N
     key = stream(seed_used, "counterfactual")
     factual = units[[n for n in scm.observed if n in units.columns]].copy()
     common = dict(do=dict(do), seed=seed_used, diagnostics=post.diagnostics().to_dict(), prob=prob)
+    fast = fused.use_fused(engine, fused.covers_crossed(src_f), "counterfactual", len(draw_idx) * len(rows))
+    if summary_only and fast:
+        out = fused.counterfactual_summary(prog.arrays, prog.theta, data, orig, prog.lat, rows, draw_idx, key, src_f,
+                                           src_c, comp.kind, comp.value, ivu, comp.tables, needed, outputs,
+                                           (1 - prob) / 2, (1 + prob) / 2)
+        summ = {prog.names[k]: out[:, i, :] for i, k in enumerate(outputs)}
+        _exact_set_values(post, do, summ, summary=True)
+        return CounterfactualResult({}, factual, summaries=summ, **common)
     if summary_only:
         out = np.empty((len(rows), len(outputs), 4))
         K.units_summary_kernel(prog.arrays, prog.theta, data, orig, prog.lat, rows, draw_idx, key, src_f, src_c,
                                comp.kind, comp.value, ivu, comp.tables, needed, outputs,
                                (1 - prob) / 2, (1 + prob) / 2, out)
         summ = {prog.names[k]: out[:, i, :] for i, k in enumerate(outputs)}
+        _exact_set_values(post, do, summ, summary=True)
         return CounterfactualResult({}, factual, summaries=summ, **common)
     nbytes = len(draw_idx) * len(rows) * len(outputs) * 8
     if nbytes > MAX_OUTPUT_BYTES:
@@ -342,22 +373,54 @@ def counterfactual(post, units: pd.DataFrame, do: Mapping, draws: int | None = N
             f"keeping every draw would take {nbytes / 2**30:.1f} GiB ({len(draw_idx)} draws x {len(rows)} "
             f"units x {len(outputs)} nodes); pass summary_only=True, fewer units, or draws=<n>."
         )
+    if fast:  # (outputs, draws, units): each node's block is contiguous
+        out = fused.counterfactual_draws(prog.arrays, prog.theta, data, orig, prog.lat, rows, draw_idx, key, src_f,
+                                         src_c, comp.kind, comp.value, ivu, comp.tables, needed, outputs)
+        values = {prog.names[k]: _labels(post, prog.names[k], out[i]) for i, k in enumerate(outputs)}
+        _exact_set_values(post, do, values)
+        return CounterfactualResult(values, factual, **common)
     out = np.empty((len(draw_idx), len(rows), len(outputs)))
     K.units_kernel(prog.arrays, prog.theta, data, orig, prog.lat, rows, draw_idx, False, key, src_f, src_c,
                    comp.kind, comp.value, ivu, comp.tables, needed, outputs, out)
     # views into the kernel's one buffer (no per-node copy: peak memory is the result's own size)
     values = {prog.names[k]: _labels(post, prog.names[k], out[:, :, i]) for i, k in enumerate(outputs)}
+    _exact_set_values(post, do, values)
     return CounterfactualResult(values, factual, **common)
+
+
+def _exact_set_values(post, do, values, summary: bool = False) -> None:
+    """Report a continuous node set to a value (or per-unit values) as exactly the value given.
+
+    The kernels carry it on the internal scale, and ``(x - c) / s * s + c`` can differ from ``x``
+    in the last bit; effectiveness (``do(X=x)`` gives ``X = x``) should hold exactly.
+    """
+    for name, v in do.items():
+        if name not in values or not post.scm.node(name).fam.standardise:
+            continue
+        if isinstance(v, (int, float, np.number)) and not isinstance(v, bool):
+            x = np.float64(v)
+        elif isinstance(v, (list, tuple, np.ndarray)) or hasattr(v, "to_numpy"):
+            x = np.asarray(v, dtype=float).reshape(-1)
+        else:  # shifts, scalings, callables and policies: computed values
+            continue
+        if summary:  # per unit: mean, sd, lower, upper
+            arr = values[name]
+            arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3] = x, 0.0, x, x
+        else:
+            values[name][...] = x
 
 
 def _unit_rows(post, units: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The data matrices (internal, original) the kernel reads for ``units``, and their rows."""
     scm, prog = post.scm, post.program
-    if scm.latent:
+    if scm.latent or prog.imputed:
         pos = pd.Index(post.plan.index).get_indexer(units.index)
         if (pos < 0).any() or not pd.Index(post.plan.index).is_unique:
+            what = (f"latent nodes {list(scm.latent)}" if scm.latent else "") + (" and " if scm.latent and
+                                                                             prog.imputed else "")
+            what += f"imputed values of {list(prog.imputed)}" if prog.imputed else ""
             raise QueryError(
-                f"model {scm.name!r} has latent nodes {list(scm.latent)}, whose values are only known for "
+                f"model {scm.name!r} has {what}, whose values are only known for "
                 "the fitted units: pass rows of the fitting data (with their original index)."
             )
         return prog.data, prog.orig, pos.astype(np.int64)
@@ -379,7 +442,7 @@ def replicate(post, draws: int = 200, seed: int | None = None) -> pd.DataFrame:
     draws = min(int(draws), S)
     draw_idx = np.sort(rng(seed_used, "ppc-draws").choice(S, draws, replace=False)).astype(np.int64)
     key = stream(seed_used, "ppc")
-    src_f = np.array([K.LATENT if scm.node(n).latent else K.DATA for n in prog.names], dtype=np.int64)
+    src_f = np.array([K.LATENT if n in prog.drawn else K.DATA for n in prog.names], dtype=np.int64)
     rows = np.arange(prog.data.shape[0], dtype=np.int64)
     no_iv = np.zeros(len(prog.names), dtype=np.int64)
     needed = np.ones(len(prog.names), dtype=bool)
@@ -392,10 +455,11 @@ def replicate(post, draws: int = 200, seed: int | None = None) -> pd.DataFrame:
         K.units_kernel(prog.arrays, prog.theta, prog.data, prog.orig, prog.lat, rows, draw_idx, False, key,
                        src_f, src_c, no_iv, np.zeros(len(prog.names)), np.zeros((1, len(prog.names))), np.zeros((1, 2)),
                        needed, np.array([k], dtype=np.int64), out)
-        rep = out[:, :, 0]
-        obs = post.plan.frame[name]
+        seen = ~np.isnan(post.plan.values[name])  # imputed values are not data: compare the observed rows
+        rep = out[:, seen, 0]
+        obs = post.plan.frame[name][seen]
         if scm.node(name).family == "categorical":
-            obs_codes = post.plan.values[name]
+            obs_codes = post.plan.values[name][seen]
             stat_obs = [float((obs_codes == 0).mean()), float(obs_codes.std())]
             stat_rep = [(rep == 0).mean(axis=1), rep.std(axis=1)]
         else:

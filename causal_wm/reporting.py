@@ -226,7 +226,43 @@ def _data_section(data: Mapping | None, scm) -> dict | None:
         levels = c.get("levels")
         cols.append({**c, "counts_text": f"{levels} level{'' if levels == 1 else 's'}: {counts}" if counts else "",
                      "in_model": c["name"] in in_model})
-    return {"rows": data["rows"], "n_columns": data["n_columns"], "columns": cols}
+    return {"rows": data["rows"], "n_columns": data["n_columns"], "columns": cols,
+            "preparation": preparation_rows(data.get("preparation"))}
+
+
+def preparation_rows(prep: Mapping | None) -> list[tuple[str, str]]:
+    """What integration and the missing-data policies did to the rows, as (label, count) rows.
+
+    Examples
+    --------
+    >>> for row in preparation_rows({"rows_in": 1629, "rows_dropped": 0, "rows_used": 1629, "dropped": {},
+    ...                              "imputed": {"wt82_71": 63}, "integration": {"rows": {"source": 1629}}}):
+    ...     print(row)
+    ('rows from source', '1,629')
+    ('rows given to the fit', '1,629')
+    ('rows fitted', '1,629')
+    ('values of wt82_71 imputed (missing: impute)', '63')
+    """
+    if not prep:
+        return []
+    rows = []
+    integ = prep.get("integration") or {}
+    for step, k in (integ.get("rows") or {}).items():
+        rows.append((f"rows from {step}" if step not in ("stacked", "joined", "after filter") else
+                     f"rows {step}", f"{k:,}"))
+    join = integ.get("join") or {}
+    if "unmatched_left_rows" in join:
+        rows.append((f"left rows without a match on {', '.join(map(str, join.get('on', [])))} "
+                     f"({join.get('how', 'inner')} join)", f"{join['unmatched_left_rows']:,}"))
+    rows.append(("rows given to the fit", f"{prep.get('rows_in', 0):,}"))
+    for node, k in (prep.get("dropped") or {}).items():
+        rows.append((f"rows dropped: {node} missing (missing: drop)", f"{k:,}"))
+    if prep.get("rows_dropped"):
+        rows.append(("rows dropped in total", f"{prep['rows_dropped']:,}"))
+    rows.append(("rows fitted", f"{prep.get('rows_used', 0):,}"))
+    for node, k in (prep.get("imputed") or {}).items():
+        rows.append((f"values of {node} imputed (missing: impute)", f"{k:,}"))
+    return rows
 
 
 def _diagnostics_section(diag: Mapping, chains: int | None) -> dict:
@@ -413,6 +449,133 @@ def _model(model: Mapping | None):
     return SCM.from_dict(model)
 
 
+# ---------------------------------------------------------------------------- checks
+CHECK_TITLES = {"triangulate": "Triangulation with classical estimators", "refute": "Refutation tests",
+                "sensitivity": "Sensitivity to a hidden confounder", "falsify": "Graph falsification"}
+
+
+def _p(x) -> str:
+    return "n/a" if x is None else f"{x:.3g}"
+
+
+def _span(lo, hi) -> str:
+    return f"{number(lo)} to {number(hi)}" if lo is not None and hi is not None else "n/a"
+
+
+def _triangulate_view(r: Mapping) -> dict:
+    pct = round(100 * r.get("prob", 0.9))
+    rows = r.get("rows") or []
+    classical = [x for x in rows if not str(x.get("method", "")).startswith("bayes")]
+    usable = [x for x in classical if x.get("estimate") is not None]
+    agree = sum(bool(x.get("overlaps_bayes")) for x in usable)
+    if usable:
+        sentence = (f"{agree} of {len(usable)} classical estimate{'s' if len(usable) != 1 else ''} "
+                    f"({', '.join(x['method'] for x in usable)}) {'has' if len(usable) == 1 else 'have'} a {pct}% "
+                    f"interval that overlaps the posterior's, for the contrast {r.get('contrast', '')}.")
+    else:
+        sentence = "No classical estimator gave an estimate here; the notes say why."
+    failed = len(classical) - len(usable)
+    if failed:
+        sentence += f" {failed} estimator{'s' if failed != 1 else ''} failed (see the notes)."
+    table = [{"cells": [x.get("method", ""), number(x.get("estimate")), _span(x.get("lower"), x.get("upper")),
+                        "" if str(x.get("method", "")).startswith("bayes") else
+                        ("yes" if x.get("overlaps_bayes") else "no"), x.get("interval", ""), x.get("note", "")],
+              "flag": x.get("estimate") is None or (x in usable and not x.get("overlaps_bayes"))} for x in rows]
+    return {"sentence": sentence, "columns": ["method", "estimate", f"{pct}% interval", "overlaps posterior",
+                                              "interval from", "note"], "rows": table}
+
+
+def _refute_view(r: Mapping) -> dict:
+    rows = r.get("rows") or []
+    passed = sum(bool(x.get("passed")) for x in rows)
+    sentence = (f"{passed} of {len(rows)} refutation{'s' if len(rows) != 1 else ''} passed "
+                f"({r.get('num_simulations', '?')} simulations each, on the back-door linear-regression estimate): "
+                "a placebo treatment should have no effect, and an added random common cause or a random 80% "
+                "subset of the data should leave the estimate where it was.")
+    table = [{"cells": [x.get("refuter", "").replace("_", " "), number(x.get("estimate")), number(x.get("new_effect")),
+                        _p(x.get("p_value")), "passed" if x.get("passed") else "failed"],
+              "flag": not x.get("passed")} for x in rows]
+    return {"sentence": sentence, "columns": ["refuter", "estimate", "after refutation", "p-value", "verdict"],
+            "rows": table}
+
+
+def _sensitivity_view(r: Mapping) -> dict:
+    from causal_wm import plots
+
+    pct = round(100 * r.get("prob", 0.9))
+    rows = r.get("rows") or []
+    t, y, b = r.get("treatment"), r.get("outcome"), r.get("breakdown")
+    strengths = [x["strength"] for x in rows]
+    if not rows:
+        sentence = "No strengths were tried."
+    elif b is None:
+        sentence = (f"The {pct}% interval of the effect of {t} on {y} excludes zero at every strength tried, up to "
+                    f"{max(strengths):g}: a hidden confounder that strong would not explain the effect away.")
+    elif b == min(strengths):
+        sentence = f"The {pct}% interval of the effect of {t} on {y} covers zero already at strength {b:g}."
+    else:
+        below = max(s for s in strengths if s < b)
+        sentence = (f"The {pct}% interval of the effect of {t} on {y} first covers zero at strength {b:g} (it "
+                    f"excludes zero at {below:g}): a hidden confounder loading about {b:g} on both would explain "
+                    "the effect away.")
+    sentence += (" A strength is the loading of a standard-normal hidden confounder on the treatment and on the "
+                 "outcome, in SDs of each (logits for a binary node), as the model's internal scale measures them.")
+    if any(x.get("convergence_warning") for x in rows):
+        sentence += " Some refits did not pass their convergence checks (flagged below)."
+    fit = r.get("fit") or {}
+    note = ("Refits: " + ", ".join(f"{k} {v}" for k, v in fit.items())) if fit else ""
+    table = [{"cells": [f"{x['strength']:g}", number(x.get("estimate")), _span(x.get("lower"), x.get("upper")),
+                        "yes" if x.get("covers_zero") else "no",
+                        "did not converge" if x.get("convergence_warning") else "ok"],
+              "flag": bool(x.get("covers_zero")) or bool(x.get("convergence_warning"))} for x in rows]
+    img = (plots.sensitivity_figure(strengths, [x.get("estimate") for x in rows], [x.get("lower") for x in rows],
+                                    [x.get("upper") for x in rows], b, t, y, r.get("prob", 0.9)) if rows else None)
+    return {"sentence": sentence, "columns": ["strength", "estimate", f"{pct}% interval", "covers zero", "refit"],
+            "rows": table, "img": img, "note": note}
+
+
+def _falsify_view(r: Mapping) -> dict:
+    rows = r.get("rows") or []
+    sentence = (f"{r.get('summary', '')}. Each row tests an independence the graph implies (a node and a later "
+                "node it has no edge to, given the later node's observed parents) by partial correlation; many "
+                "more rejections than expected by chance point at a missing edge.") if rows else (
+        "The graph implies no testable independence among the observed nodes (every pair is joined, or "
+        "latent nodes leave nothing implied).")
+    table = [{"cells": [x.get("x", ""), x.get("y", ""), x.get("given", "") or "nothing", _p(x.get("p_value")),
+                        "rejected" if x.get("rejected") else "not rejected"],
+              "flag": bool(x.get("rejected"))} for x in rows]
+    return {"sentence": sentence, "columns": ["node", "independent of", "given", "p-value", "at alpha "
+                                              f"{r.get('alpha', 0.05):g}"], "rows": table}
+
+
+CHECK_VIEWS = {"triangulate": _triangulate_view, "refute": _refute_view, "sensitivity": _sensitivity_view,
+               "falsify": _falsify_view}
+
+
+def checks_section(records: list[Mapping] | None) -> list[dict]:
+    """The report's view of ``results.json``'s ``checks``: per check a title, a sentence, a table and,
+    for sensitivity, a figure; a failed check shows its reason.
+
+    Examples
+    --------
+    >>> c = checks_section([{"kind": "refute", "outcome": "y", "treatment": "t", "status": "failed",
+    ...                      "reason": "ValueError: singular matrix"}])
+    >>> c[0]["title"], c[0]["failed"], c[0]["reason"]
+    ('Refutation tests: t on y', True, 'ValueError: singular matrix')
+    """
+    out = []
+    for i, r in enumerate(records or []):
+        kind = r.get("kind", "")
+        on = f": {r['treatment']} on {r['outcome']}" if r.get("treatment") and r.get("outcome") else ""
+        item = {"kind": kind, "anchor": f"check{i + 1}", "title": CHECK_TITLES.get(kind, kind) + on,
+                "failed": r.get("status") == "failed", "reason": r.get("reason") or "", "sentence": "",
+                "columns": [], "rows": [], "img": None, "note": "", "seconds": r.get("seconds")}
+        if not item["failed"] and kind in CHECK_VIEWS:
+            item.update(CHECK_VIEWS[kind](r))
+        out.append(item)
+    return out
+
+
 def build_context(bundle: dict) -> dict:
     """The template's variables for a loaded results folder (see :func:`load_folder`)."""
     results, study = bundle["results"], bundle["study"]
@@ -427,6 +590,7 @@ def build_context(bundle: dict) -> dict:
         "graph": _graph_section(scm, study), "data": _data_section(bundle["data"], scm),
         "queries": queries, "overview": _overview(queries, results["queries"]), "expect": results.get("expect") or [],
         "ppc": _ppc(results.get("ppc")), "repro": _reproduce(bundle["manifest"], results),
+        "checks": checks_section(results.get("checks")),
     }
 
 

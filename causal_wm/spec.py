@@ -7,6 +7,7 @@ derived from the formulas: a node's parents are the variables its formula names.
 
 from __future__ import annotations
 
+import datetime
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,9 +21,23 @@ from causal_wm.families import FAMILIES, Family, get_family
 from causal_wm.formula import NAME_RE, Formula, parse_formula
 from causal_wm.priors import DISTRIBUTIONS, POSITIVE_PARAMS, Prior, default_prior
 
-NODE_KEYS = {"family", "formula", "latent", "priors", "levels", "description", "missing", "type"}
+NODE_KEYS = {"family", "formula", "latent", "priors", "levels", "description", "missing", "type", "range"}
 MODEL_KEYS = {"name", "description", "data", "nodes", "sources", "assumptions"}
 _POSITIVE_DISTS = sorted(d for d, (_, positive) in DISTRIBUTIONS.items() if positive)
+MISSING_POLICIES = ("error", "drop", "impute")
+# what a declared column type allows the mechanism to be (a linear probability model of a 0/1 column is
+# allowed; a count column modelled as categories too)
+TYPE_FAMILIES = {
+    "real": ("normal", "student_t"),
+    "positive": ("lognormal", "normal", "student_t"),
+    "count": ("categorical", "negative_binomial", "normal", "poisson", "student_t"),
+    "binary": ("bernoulli", "categorical", "normal", "student_t"),
+    "category": ("categorical",),
+}
+DEFAULT_TYPE = {"normal": "real", "student_t": "real", "lognormal": "positive", "bernoulli": "binary",
+                "poisson": "count", "negative_binomial": "count", "categorical": "category"}
+# families whose missing values NUTS can sample; the others are imputable only as leaves (summed out)
+CONTINUOUS = ("normal", "student_t", "lognormal")
 
 
 @dataclass(frozen=True)
@@ -47,6 +62,15 @@ class NodeSpec:
         Free text for reports.
     auto : bool
         True for grouping factors added because a formula names them without declaring them.
+    missing : {"error", "drop", "impute"}
+        What fitting does with rows where this node's column is missing (see docs/robustness.md):
+        raise a :class:`DataError` (default), leave those rows out (reported), or treat the missing
+        values as unknowns with the node's own mechanism as their prior.
+    type : str or None
+        Declared kind of the column (``binary``, ``count``, ``real``, ``positive``, ``category``),
+        checked on the data before sampling; ``None`` means the family's own (see :attr:`column_type`).
+    range : tuple of (float or None, float or None) or None
+        Declared allowed values ``(lo, hi)`` of the column, either end open (``None``).
     """
 
     name: str
@@ -57,6 +81,9 @@ class NodeSpec:
     levels: tuple | None = None
     description: str = ""
     auto: bool = False
+    missing: str = "error"
+    type: str | None = None
+    range: tuple | None = None
     parsed: Formula = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -134,6 +161,53 @@ class NodeSpec:
             raise ModelSpecError(
                 f"node {self.name!r}: 'levels' is only for categorical nodes (family is {fam.name})."
             )
+        self._check_column_keys()
+
+    def _check_column_keys(self) -> None:
+        """``missing``, ``type`` and ``range`` describe the data column: valid values, consistent with the family."""
+        if self.missing not in MISSING_POLICIES:
+            raise ModelSpecError(
+                f"node {self.name!r}: 'missing' must be one of {list(MISSING_POLICIES)}, got {self.missing!r}."
+                f"{suggest(str(self.missing), MISSING_POLICIES)}"
+            )
+        if self.latent and (self.missing != "error" or self.type is not None or self.range is not None):
+            raise ModelSpecError(
+                f"node {self.name!r} is latent, so it has no data column: remove 'missing', 'type' and 'range'."
+            )
+        if self.type is not None:
+            if self.type not in TYPE_FAMILIES:
+                raise ModelSpecError(
+                    f"node {self.name!r}: 'type' must be one of {sorted(TYPE_FAMILIES)}, got {self.type!r}."
+                    f"{suggest(str(self.type), TYPE_FAMILIES)}"
+                )
+            if self.family not in TYPE_FAMILIES[self.type]:
+                raise ModelSpecError(
+                    f"node {self.name!r}: a {self.type} column cannot come from a {self.family} mechanism; "
+                    f"for type {self.type} use family {' or '.join(sorted(TYPE_FAMILIES[self.type]))}, or "
+                    "change 'type'."
+                )
+        if self.range is not None:
+            r = self.range
+            ok = (isinstance(r, tuple) and len(r) == 2
+                  and all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v == v)
+                          for v in r))
+            if not ok:
+                raise ModelSpecError(
+                    f"node {self.name!r}: 'range' must be [low, high] with numbers or null for an open end, "
+                    f"got {list(r) if isinstance(r, tuple) else r!r}."
+                )
+            if r[0] is not None and r[1] is not None and r[0] > r[1]:
+                raise ModelSpecError(f"node {self.name!r}: 'range' [{r[0]}, {r[1]}] has low > high; swap them.")
+            if self.column_type == "category":
+                raise ModelSpecError(
+                    f"node {self.name!r}: 'range' needs numbers, but the column holds categories; remove it "
+                    "(list the categories in 'levels' instead)."
+                )
+
+    @property
+    def column_type(self) -> str:
+        """The declared ``type`` of the column, or the one its family implies (bernoulli: binary, ...)."""
+        return self.type if self.type is not None else DEFAULT_TYPE[self.family]
 
     @property
     def fam(self) -> Family:
@@ -167,7 +241,23 @@ class NodeSpec:
             d["levels"] = list(self.levels)
         if self.description:
             d["description"] = self.description
+        if self.missing != "error":
+            d["missing"] = self.missing
+        if self.type is not None:
+            d["type"] = self.type
+        if self.range is not None:
+            d["range"] = list(self.range)
         return d
+
+
+def _number_text(v: Any) -> Any:
+    """A number written as text (``'1e6'``) as a float; anything else unchanged (validated later)."""
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    return v
 
 
 def _node_from_dict(name: str, d: Any) -> NodeSpec:
@@ -206,6 +296,13 @@ def _node_from_dict(name: str, d: Any) -> NodeSpec:
     family = d.get("family", "normal")
     if not isinstance(family, str):
         raise ModelSpecError(f"node {name!r}: 'family' must be a string, got {family!r}.")
+    rng = d.get("range")
+    if rng is not None and (not isinstance(rng, (list, tuple)) or len(rng) != 2):
+        raise ModelSpecError(
+            f"node {name!r}: 'range' must be [low, high] (null for an open end), got {rng!r}."
+        )
+    if rng is not None:  # PyYAML reads 1e6 (no sign in the exponent) as the string '1e6'
+        rng = tuple(_number_text(v) for v in rng)
     return NodeSpec(
         name=name,
         family=family,
@@ -214,7 +311,30 @@ def _node_from_dict(name: str, d: Any) -> NodeSpec:
         priors=tuple((str(k), Prior.from_dict(v, where=f"{name}.{k}")) for k, v in priors.items()),
         levels=levels,
         description=str(d.get("description", "") or ""),
+        missing=d.get("missing", "error"),
+        type=d.get("type"),
+        range=None if rng is None else tuple(rng),
     )
+
+
+def check_folder_name(name, what: str, error) -> None:
+    """Raise ``error`` unless ``name`` can name a results folder: text without slashes, not ``.``
+    or ``..``, printable, at most 100 characters. Results go to ``out/<name>/``, replacing an older
+    folder of that name, so a name like ``../x`` must not reach outside ``out``.
+
+    Examples
+    --------
+    >>> check_folder_name("job_training", "model name", ModelSpecError)
+    >>> check_folder_name("../home", "model name", ModelSpecError)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    causal_wm.errors.ModelSpecError: model name '../home' cannot name a results folder: ...
+    """
+    ok = (isinstance(name, str) and 0 < len(name) <= 100 and name not in (".", "..")
+          and "/" not in name and "\\" not in name and name.isprintable())
+    if not ok:
+        raise error(f"{what} {name!r} cannot name a results folder: use letters, digits, '_', '-' and '.' "
+                    "(no slashes, not '.' or '..', at most 100 characters).")
 
 
 @dataclass(frozen=True)
@@ -275,6 +395,14 @@ class SCM:
         if extra:
             object.__setattr__(self, "nodes", tuple(extra) + tuple(self.nodes))
         self.graph  # noqa: B018 - builds the graph now so that a cycle fails at construction
+        for n in self.nodes:
+            kids = sorted(self.graph.successors(n.name))
+            if n.missing == "impute" and n.family not in CONTINUOUS and kids:
+                raise ModelSpecError(
+                    f"model {self.name!r}: node {n.name!r} is {n.family} with 'missing: impute' and has children "
+                    f"{kids}. NUTS cannot sample discrete missing values, and summing them out is done only for "
+                    "a node without children; use 'missing: drop' for this node (or make it a leaf)."
+                )
 
     # ------------------------------------------------------------------ structure
     @functools.cached_property
@@ -408,6 +536,12 @@ class SCM:
             )
         nodes = []
         for name, nd in nodes_d.items():
+            if not isinstance(name, str):  # e.g. `on:` or `no:` read by YAML as a boolean, `null:` as None
+                raise ModelSpecError(
+                    f"node name {name!r}{where} is not text: YAML reads unquoted yes/no/on/off/true/false as "
+                    "booleans, null or ~ as nothing and digits as numbers. Quote the name (e.g. 'on': {...}) "
+                    "or rename the node."
+                )
             try:
                 nodes.append(_node_from_dict(str(name), nd))
             except ModelSpecError as exc:
@@ -415,6 +549,9 @@ class SCM:
                 loc = f" [{source}, line {line}]" if source and line else where
                 raise ModelSpecError(f"{exc}{loc}") from None
         name = d.get("name") or (Path(source).stem if source else "model")
+        if isinstance(name, (int, float, datetime.date)) and not isinstance(name, bool):
+            name = str(name)  # `name: 2024` reads as a number
+        check_folder_name(name, f"model name{where}", ModelSpecError)
         data = d.get("data") or {}
         if not isinstance(data, Mapping):
             raise ModelSpecError(

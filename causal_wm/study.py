@@ -7,15 +7,19 @@ leaves no half-written results.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
+import socket
 import tempfile
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +28,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from causal_wm.data import prepare
 from causal_wm.errors import CausalWMError, StudyError, suggest
 from causal_wm.library import read_yaml, resolve
+from causal_wm.spec import check_folder_name
 
 log = logging.getLogger(__name__)
 
-STUDY_KEYS = {"name", "description", "model", "data", "fit", "seed", "queries", "expect"}
-FIT_KEYS = {"backend", "method", "chains", "draws", "warmup", "target_accept", "guide", "steps", "sampler"}
+STUDY_KEYS = {"name", "description", "model", "data", "fit", "seed", "queries", "expect", "checks"}
+FIT_KEYS = {"backend", "method", "chains", "draws", "warmup", "target_accept", "guide", "steps", "sampler",
+            "dense_mass", "marginalize"}
 QUERY_KEYS = {
     "effect": {"name", "kind", "outcome", "do", "vs", "given", "level", "question"},
     "simulate": {"name", "kind", "do", "n", "question"},
@@ -40,7 +47,17 @@ QUERY_KEYS = {
 }
 REQUIRED_KEYS = {"effect": ("outcome", "do"), "simulate": (), "counterfactual": ("do",),
                  "mediation": ("treatment", "mediator", "outcome")}
-EXPECT_KEYS = {"query", "estimate_within", "interval_covers", "prob_positive_above"}
+EXPECT_KEYS = {"query", "part", "estimate_within", "interval_covers", "prob_positive_above", "within_sd_of"}
+MEDIATION_PARTS = ("indirect", "direct", "total")
+# checks: run after the fit (causal_wm.checks); the keys each kind allows, and those it needs
+CHECK_KEYS = {
+    "triangulate": {"kind", "outcome", "treatment"},
+    "refute": {"kind", "outcome", "treatment", "num_simulations"},
+    "sensitivity": {"kind", "outcome", "treatment", "strengths", "draws", "chains", "warmup"},
+    "falsify": {"kind", "alpha"},
+}
+CHECK_REQUIRED = {"triangulate": ("outcome", "treatment"), "refute": ("outcome", "treatment"),
+                  "sensitivity": ("outcome", "treatment"), "falsify": ()}
 
 
 def _where(study_path, lines, key) -> str:
@@ -99,6 +116,9 @@ class Study:
                                  f"{suggest(str(k), STUDY_KEYS)}")
         if "model" not in data:
             raise StudyError(f"{p}: missing 'model:' (a library name or a path to a model YAML).")
+        if not isinstance(data["model"], str) or not data["model"].strip():
+            raise StudyError(f"'model' must be a library name or a path to a model YAML, got {data['model']!r}"
+                             f"{_where(p, lines, 'model')}.")
         if data.get("data") is not None and not isinstance(data["data"], Mapping):
             raise StudyError(f"'data' must be a mapping like {{path: data.csv}} or {{package: causaldata, "
                              f"table: nsw_mixtape}}, got {data['data']!r}{_where(p, lines, 'data')}.")
@@ -127,7 +147,7 @@ class Study:
                 raise StudyError(f"each query needs a mapping with a 'name' (a string), got {q!r}"
                                  f"{_where(p, lines, 'queries')}.")
             kind = q.get("kind")
-            if kind not in QUERY_KEYS:
+            if not isinstance(kind, str) or kind not in QUERY_KEYS:
                 raise StudyError(f"query {q['name']!r}: kind must be one of {sorted(QUERY_KEYS)}, got {kind!r}"
                                  f"{_where(p, lines, str(q['name']))}.")
             for k in q:
@@ -145,7 +165,13 @@ class Study:
                              f"{_where(p, lines, 'expect')}.")
         for e in expect:
             _check_expect(e, kinds, _where(p, lines, "expect"))
-        return cls(name=str(data.get("name") or p.stem), path=str(p), spec=dict(data), lines=lines)
+        name = data.get("name") or p.stem
+        if isinstance(name, (int, float)) and not isinstance(name, bool):
+            name = str(name)  # `name: 2024` reads as a number
+        check_folder_name(name, f"study name{_where(p, lines, 'name')}", StudyError)
+        study = cls(name=name, path=str(p), spec=dict(data), lines=lines)
+        _check_checks(study)
+        return study
 
     # ------------------------------------------------------------------ running
     def model(self):
@@ -167,8 +193,12 @@ class Study:
 
     def run(self, out: str | Path = "results", backend: str | None = None, seed: int | None = None,
             draws: int | None = None, chains: int | None = None, warmup: int | None = None,
-            progress: bool = False) -> Path:
+            progress: bool = False, on_written=None) -> Path:
         """Fit, answer every query, check ``expect:``, and write ``out/<study name>/`` atomically.
+
+        ``on_written``, if given, is called with the complete results folder while it is still this
+        run's own temporary folder, before it replaces ``out/<study name>/`` (the CLI prints its
+        summary from there: a concurrent run may replace the final folder at any time).
 
         Returns the results folder. Raises :class:`StudyError` if an expectation fails (the
         results are still written, with the failure recorded).
@@ -189,15 +219,18 @@ class Study:
         post = scm.fit(df, seed=seed_used, progress=progress, **fit_kw)
         t_fit = time.time() - t0
         results = {}
+        # queries select units among the rows fitted ('missing: drop' may have left some out)
+        fitted = prepare(scm, df)[0] if post.data_summary.get("rows_dropped") else df
         for q, (fn, kwargs) in zip(self.spec["queries"], queries, strict=True):
-            results[q["name"]] = fn(post, df, **kwargs)
+            results[q["name"]] = fn(post, fitted, **kwargs)
         checks = self._check(results)
+        study_checks = run_checks(post, self.spec.get("checks") or [])
         final = Path(out) / self.name
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{self.name}.", dir=final.parent))
-        tmp.chmod(0o755)
+        tmp = _staging_dir(final)
         try:
-            self._write(tmp, post, df, results, checks, seed_used, t_fit, time.time() - t0)
+            self._write(tmp, post, df, results, checks, seed_used, t_fit, time.time() - t0, study_checks)
+            if on_written is not None:
+                on_written(tmp)
             _replace_dir(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -278,28 +311,35 @@ class Study:
         checks = []
         for e in self.spec.get("expect") or []:
             res = results[e["query"]]
+            label = e["query"]
+            if "part" in e:  # a mediation query: its direct, indirect or total effect
+                res, label = getattr(res, e["part"]), f"{e['query']} ({e['part']} effect)"
             for key, val in e.items():
-                if key == "query":
+                if key in ("query", "part"):
                     continue
                 if key == "estimate_within":
                     x = res.mean()
                     ok = val[0] <= x <= val[1]
-                    desc = f"{e['query']}: estimate {x:.4g} within [{val[0]}, {val[1]}]"
+                    desc = f"{label}: estimate {x:.4g} within [{val[0]}, {val[1]}]"
                 elif key == "interval_covers":
                     lo, hi = res.interval(0.9)
                     ok = lo <= val <= hi
-                    desc = f"{e['query']}: 90% interval [{lo:.4g}, {hi:.4g}] covers {val}"
+                    desc = f"{label}: 90% interval [{lo:.4g}, {hi:.4g}] covers {val}"
                 elif key == "prob_positive_above":
                     x = res.prob_positive()
                     ok = x > val
-                    desc = f"{e['query']}: P(effect > 0) = {x:.3f} above {val}"
+                    desc = f"{label}: P(effect > 0) = {x:.3f} above {val}"
+                elif key == "within_sd_of":  # a published value, within one posterior SD of the mean
+                    x, sd = res.mean(), float(np.std(res.draws))
+                    ok = abs(x - val) <= sd
+                    desc = f"{label}: estimate {x:.4g} within one posterior SD ({sd:.3g}) of {val}"
                 else:
                     raise StudyError(f"unknown expectation {key!r}; use estimate_within, interval_covers or "
                                      "prob_positive_above.")
                 checks.append({"query": e["query"], "check": key, "description": desc, "passed": bool(ok)})
         return checks
 
-    def _write(self, d: Path, post, df, results, checks, seed, t_fit, t_total):
+    def _write(self, d: Path, post, df, results, checks, seed, t_fit, t_total, study_checks=()):
         import causal_wm
 
         post.idata.to_netcdf(str(d / "posterior.nc"))
@@ -316,7 +356,8 @@ class Study:
         pd.DataFrame(rows).to_csv(d / "summary.csv", index=False, float_format="%.10g")
         (d / "results.json").write_text(json.dumps(
             {"study": self.name, "model": post.scm.name, "seed": seed, "queries": payload, "expect": checks,
-             "diagnostics": post.diagnostics().to_dict(), "ppc": post.ppc().reset_index().to_dict("records")},
+             "diagnostics": post.diagnostics().to_dict(), "ppc": post.ppc().reset_index().to_dict("records"),
+             "data_summary": post.data_summary, "checks": list(study_checks)},
             indent=2, default=_json_default))
         manifest = {
             "study": self.name,
@@ -340,7 +381,9 @@ class Study:
 
         shutil.copyfile(self.path, d / "study.yaml")
         save_fit_inputs(d, post)
-        (d / "data_summary.json").write_text(json.dumps(summarise_data(df), indent=2, default=_json_default))
+        # the columns as given, and what fitting did with their rows (dropped, imputed, integrated)
+        summary = {**summarise_data(df), "preparation": post.data_summary}
+        (d / "data_summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
 
     def _command(self, settings, seed: int) -> str:
         """The command line that reproduces this run, naming every setting that the study file does not."""
@@ -380,9 +423,7 @@ def save_fit(post, out: str | Path) -> Path:
     import causal_wm
 
     final = Path(out) / post.scm.name
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{post.scm.name}.", dir=final.parent))
-    tmp.chmod(0o755)
+    tmp = _staging_dir(final)
     try:
         post.idata.to_netcdf(str(tmp / "posterior.nc"))
         save_fit_inputs(tmp, post)
@@ -441,29 +482,209 @@ def _number(x) -> bool:
 
 
 def _check_expect(e, kinds, where) -> None:
-    """An ``expect:`` entry names an effect query and known checks with well-formed values."""
+    """An ``expect:`` entry names an effect query (or a mediation query and its ``part``) and known
+    checks with well-formed values."""
     if not isinstance(e, Mapping) or e.get("query") not in kinds:
         raise StudyError(f"expect entry {e!r} must name a query of this study{where}."
                          f"{suggest(str(e.get('query')), kinds) if isinstance(e, Mapping) else ''}")
-    if kinds[e["query"]] != "effect":
-        raise StudyError(f"expect entry {e!r}: only effect queries can be checked, and {e['query']!r} is a "
-                         f"{kinds[e['query']]} query{where}.")
+    kind = kinds[e["query"]]
+    if kind not in ("effect", "mediation"):
+        raise StudyError(f"expect entry {e!r}: only effect queries (and mediation queries, naming a part:) can be "
+                         f"checked, and {e['query']!r} is a {kind} query{where}.")
     for key, val in e.items():
         if key not in EXPECT_KEYS:
             raise StudyError(f"expect entry for {e['query']!r}: unknown check {key!r}{where}; use estimate_within, "
                              f"interval_covers or prob_positive_above.{suggest(str(key), EXPECT_KEYS)}")
 
         ok = (
-            key == "query"
+            key in ("query", "part")
             or (key == "estimate_within" and isinstance(val, list) and len(val) == 2 and all(map(_number, val))
                 and val[0] <= val[1])
             or (key == "interval_covers" and _number(val))
             or (key == "prob_positive_above" and _number(val) and 0 <= val < 1)
+            or (key == "within_sd_of" and _number(val))
         )
         if not ok:
             raise StudyError(f"expect entry for {e['query']!r}: {key}: {val!r} is malformed; write "
-                             "estimate_within: [low, high], interval_covers: number or "
+                             "estimate_within: [low, high], interval_covers: number, within_sd_of: number or "
                              f"prob_positive_above: probability in [0, 1){where}.")
+    part = e.get("part")
+    if kind == "mediation" and part not in MEDIATION_PARTS:
+        hint = suggest(str(part), MEDIATION_PARTS) if part is not None else ""
+        raise StudyError(f"expect entry for {e['query']!r}: a mediation query has three effects; name one with "
+                         f"part: {' | '.join(MEDIATION_PARTS)}, got {part!r}{where}.{hint}")
+    if kind == "effect" and "part" in e:
+        raise StudyError(f"expect entry for {e['query']!r}: 'part' is only for mediation queries, and "
+                         f"{e['query']!r} is an effect query; remove it{where}.")
+    if not any(k in e for k in EXPECT_KEYS - {"query", "part"}):
+        raise StudyError(f"expect entry for {e['query']!r} checks nothing; add estimate_within, interval_covers "
+                         f"or prob_positive_above{where}.")
+
+
+def _item_lines(path, key: str) -> list[int]:
+    """The line of each item of the top-level list ``key`` of a YAML file (for error messages)."""
+    import yaml
+
+    try:
+        root = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, yaml.YAMLError):
+        return []
+    if isinstance(root, yaml.MappingNode):
+        for k, v in root.value:
+            if k.value == key and isinstance(v, yaml.SequenceNode):
+                return [item.start_mark.line + 1 for item in v.value]
+    return []
+
+
+def _positive_int(v) -> bool:
+    return not isinstance(v, bool) and isinstance(v, int) and v >= 1
+
+
+def _check_checks(study) -> None:
+    """Validate the ``checks:`` entries: kinds, keys and values, then their variables against the model."""
+    entries = study.spec.get("checks")
+    if entries is None:
+        return
+    p, lines = study.path, study.lines
+    if not isinstance(entries, list):
+        raise StudyError(f"'checks' must be a list of entries like {{kind: triangulate, outcome: y, treatment: t}}"
+                         f"{_where(p, lines, 'checks')}.")
+    item_lines = _item_lines(p, "checks")
+    for i, e in enumerate(entries):
+        line = item_lines[i] if i < len(item_lines) else lines.get("checks")
+        where = f" [{p}, line {line}]" if line else f" [{p}]"
+        head = f"checks entry {i + 1}"
+        if not isinstance(e, Mapping):
+            raise StudyError(f"{head} must be a mapping like {{kind: falsify}}, got {e!r}{where}.")
+        kind = e.get("kind")
+        if not isinstance(kind, str) or kind not in CHECK_KEYS:
+            raise StudyError(f"{head}: kind must be one of {sorted(CHECK_KEYS)}, got {kind!r}{where}."
+                             f"{suggest(str(kind), CHECK_KEYS)}")
+        head = f"{head} ({kind})"
+        for k in e:
+            if k not in CHECK_KEYS[kind]:
+                raise StudyError(f"{head}: unknown key {k!r}{where}; allowed: {sorted(CHECK_KEYS[kind])}."
+                                 f"{suggest(str(k), CHECK_KEYS[kind])}")
+        for k in CHECK_REQUIRED[kind]:
+            if not isinstance(e.get(k), str):
+                raise StudyError(f"{head} needs {k!r}: the name of a node, got {e.get(k)!r}{where}.")
+        strengths = e.get("strengths", [0.0])
+        if not (isinstance(strengths, list) and strengths and all(_number(x) and 0 <= x < 10 for x in strengths)):
+            raise StudyError(f"{head}: 'strengths' must be a non-empty list of confounder loadings between 0 and "
+                             f"10 (SDs per SD of the hidden confounder), e.g. [0.0, 0.25, 0.5], got "
+                             f"{strengths!r}{where}.")
+        for k in ("draws", "chains", "warmup", "num_simulations"):
+            if k in e and not _positive_int(e[k]):
+                raise StudyError(f"{head}: {k!r} must be a positive integer, got {e[k]!r}{where}.")
+        if "alpha" in e and not (_number(e["alpha"]) and 0 < e["alpha"] < 1):
+            raise StudyError(f"{head}: 'alpha' must be a probability in (0, 1), e.g. 0.05, got {e['alpha']!r}{where}.")
+    if entries:
+        scm = study.model()
+        for i, e in enumerate(entries):
+            line = item_lines[i] if i < len(item_lines) else lines.get("checks")
+            _check_check_nodes(scm, e, f"checks entry {i + 1} ({e['kind']})", f" [{p}, line {line}]" if line else "")
+
+
+def _check_check_nodes(scm, e, head: str, where: str) -> None:
+    """A check's outcome and treatment: observed nodes of the model, distinct, and not categorical."""
+    names = [e[k] for k in ("treatment", "outcome") if k in e]
+    for role in ("treatment", "outcome"):
+        v = e.get(role)
+        if v is None:
+            continue
+        if v not in scm.names:
+            raise StudyError(f"{head}: {role} {v!r} is not a node of model {scm.name!r}{where}."
+                             f"{suggest(v, scm.names)} Nodes are {list(scm.names)}.")
+        node = scm.node(v)
+        if node.latent:
+            raise StudyError(f"{head}: {role} {v!r} is latent; checks compare estimates on observed data, so name "
+                             f"an observed node{where}.")
+        if node.family == "categorical":
+            raise StudyError(f"{head}: {role} {v!r} is categorical; these checks need a binary or continuous "
+                             f"{role}{where}.")
+    if len(names) == 2 and names[0] == names[1]:
+        raise StudyError(f"{head}: treatment and outcome are both {names[0]!r}; name two different nodes{where}.")
+    if len(names) == 2 and names[1] not in scm.descendants([names[0]]):
+        raise StudyError(f"{head}: outcome {names[1]!r} is not downstream of treatment {names[0]!r} in the graph, "
+                         f"so the effect is zero by assumption; check the names{where}.")
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    """Rows of a table as JSON-ready dicts (NaN becomes null, numpy scalars plain Python)."""
+    out = []
+    for r in df.to_dict("records"):
+        row = {}
+        for k, v in r.items():
+            if isinstance(v, np.generic):
+                v = v.item()
+            if isinstance(v, float) and not np.isfinite(v):
+                v = None
+            row[str(k)] = v
+        out.append(row)
+    return out
+
+
+def _check_triangulate(post, e) -> dict:
+    from causal_wm.checks import triangulate
+
+    tab = triangulate(post, e["outcome"], e["treatment"], prob=0.9)
+    return {"prob": 0.9, "contrast": str(tab["contrast"].iloc[0]),
+            "rows": _records(tab.drop(columns="contrast"))}
+
+
+def _check_refute(post, e) -> dict:
+    from causal_wm.checks import refute
+
+    n = int(e.get("num_simulations", 20))
+    return {"num_simulations": n, "rows": _records(refute(post, e["outcome"], e["treatment"], num_simulations=n))}
+
+
+def _check_sensitivity(post, e) -> dict:
+    from causal_wm.checks import sensitivity
+
+    overrides = {k: int(e[k]) for k in ("draws", "chains", "warmup") if k in e}
+    tab = sensitivity(post, e["outcome"], e["treatment"], strengths=tuple(float(s) for s in e.get(
+        "strengths", (0.0, 0.25, 0.5, 0.75))), prob=0.9, **overrides)
+    settings = {**dataclasses.asdict(post.settings), **overrides}
+    return {"prob": 0.9, "contrast": tab.attrs.get("contrast", ""), "breakdown": tab.attrs.get("breakdown"),
+            "fit": {k: settings[k] for k in ("backend", "method", "chains", "draws", "warmup")},
+            "rows": _records(tab.drop(columns="breakdown"))}
+
+
+def _check_falsify(post, e) -> dict:
+    from causal_wm.checks import falsify
+
+    alpha = float(e.get("alpha", 0.05))
+    tab = falsify(post, alpha=alpha)
+    return {"alpha": alpha, "summary": tab.attrs.get("summary", ""), "rows": _records(tab)}
+
+
+CHECK_RUNNERS = {"triangulate": _check_triangulate, "refute": _check_refute, "sensitivity": _check_sensitivity,
+                 "falsify": _check_falsify}
+
+
+def run_checks(post, entries) -> list[dict]:
+    """Run a study's ``checks:`` on a fitted posterior; one JSON-ready record per entry.
+
+    Each record has the entry's ``kind``, ``outcome`` and ``treatment``, a ``status`` (``ok`` or
+    ``failed``), the ``reason`` of a failure, the ``seconds`` it took and the check's own table as
+    ``rows`` (see :mod:`causal_wm.checks`). A check whose external estimator (DoWhy) or refit fails is
+    recorded as failed with the exception's message: a study's answers do not hang on its checks.
+    """
+    out = []
+    for i, e in enumerate(entries):
+        rec: dict[str, Any] = {"kind": e["kind"], "outcome": e.get("outcome"), "treatment": e.get("treatment")}
+        log.info("check %d of %d: %s", i + 1, len(entries), e["kind"])
+        t = time.time()
+        try:
+            rec.update(CHECK_RUNNERS[e["kind"]](post, e))
+            rec["status"], rec["reason"] = "ok", ""
+        except Exception as exc:  # any failure of a check is its result, recorded with the reason
+            log.warning("check %d (%s) failed: %s: %s", i + 1, e["kind"], type(exc).__name__, exc)
+            rec.update(status="failed", reason=f"{type(exc).__name__}: {exc}", rows=[])
+        rec["seconds"] = round(time.time() - t, 3)
+        out.append(rec)
+    return out
 
 
 def _run_effect(post, df, **kw):
@@ -508,13 +729,72 @@ def _summary_rows(name, res) -> list[dict]:
     return out
 
 
+def _run_tag() -> str:
+    """Marks this process's temporary folders with its host and pid, so that a later run can tell the
+    leftovers of a killed run (same host, process gone) from the folder of a run still writing."""
+    return f"run-{zlib.crc32(socket.gethostname().encode()):08x}-{os.getpid()}-"
+
+
+def _staging_dir(final: Path) -> Path:
+    """A new temporary sibling of ``final`` to write results into (renamed to ``final`` at the end)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{_run_tag()}", dir=final.parent))
+    tmp.chmod(0o755)
+    return tmp
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _remove_stale(final: Path) -> None:
+    """Remove temporary folders that killed runs (SIGKILL, power loss) left beside ``final``: those of
+    this host whose process is gone. Others (another host, a live process) are left alone."""
+    host = _run_tag().split("-")[1]
+    pattern = re.compile(rf"^\.{re.escape(final.name)}\.run-([0-9a-f]{{8}})-(\d+)-")
+    for p in final.parent.iterdir():
+        m = pattern.match(p.name)
+        if m and m.group(1) == host and int(m.group(2)) != os.getpid() and not _alive(int(m.group(2))):
+            log.info("removing %s, left by a run that was killed", p)
+            shutil.rmtree(p, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path):
+    """Hold an exclusive lock on ``folder`` (flock on the directory itself: no lock file to leave
+    behind), so that runs finishing at the same moment swap their results in one at a time."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock, the renames stay atomic
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move ``tmp`` into place as ``final``; an older ``final`` is swapped out, then removed."""
+    """Move ``tmp`` into place as ``final``; an older ``final`` is swapped out, then removed.
+
+    Two runs into one folder each build their own ``tmp``; the swap happens under a lock, so the
+    folder always holds one complete run (the last to finish), never a mix, and neither fails.
+    """
     old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old.{os.getpid()}.{time.time_ns()}")
-        os.replace(final, old)
-    os.replace(tmp, final)
+    with _folder_lock(final.parent):
+        _remove_stale(final)
+        if final.exists():
+            old = final.with_name(f".{final.name}.{_run_tag()}old{time.time_ns()}")
+            os.replace(final, old)
+        os.replace(tmp, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

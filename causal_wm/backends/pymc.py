@@ -103,6 +103,9 @@ def make_model(plan) -> pm.Model:
                 if X is not None:
                     eta = eta + pt.dot(X, b.T)
                 logits = pt.concatenate([pt.zeros((n, 1)), eta], axis=-1)
+                if name in plan.missing:  # a categorical leaf with missing values: summed out
+                    _imputed(plan, name, "categorical", logits, {}, plan.values[name])
+                    continue
                 pm.Categorical(name, logit_p=logits, observed=plan.values[name].astype(int), dims=sites.UNIT)
                 vals[name] = plan.values[name]
                 continue
@@ -127,6 +130,9 @@ def make_model(plan) -> pm.Model:
             extra = {p: prior_rv(sites.extra(name, p), node.prior(p)) for p in node.fam.extra}
             obs = plan.values[name]
             fam = lay.family
+            if name in plan.missing:  # `missing: impute`: children read the vector with the imputed values
+                vals[name] = _imputed(plan, name, fam, eta, extra, obs)
+                continue
             if fam in ("normal", "lognormal"):
                 rv = pm.Normal(name, mu=eta, sigma=extra["sigma"], observed=obs, dims=sites.UNIT)
             elif fam == "student_t":
@@ -144,6 +150,46 @@ def make_model(plan) -> pm.Model:
     return model
 
 
+def _imputed(plan, name, fam, eta, extra, obs):
+    """A node with missing values: its observed rows as data; for a continuous family its missing rows
+    as a free variable ``<name>__missing`` drawn from the node's own mechanism (as the NumPyro backend).
+
+    Returns the full vector its children read (``None`` for a discrete leaf, whose missing values are
+    summed out of the fit and drawn by the queries afterwards).
+    """
+    rows = plan.missing[name]
+    seen = np.setdiff1d(np.arange(plan.n), rows)
+    mu = pt.exp(plan.scales[name].offset + eta[seen]) if fam in ("poisson", "negative_binomial") else None
+    if fam in ("normal", "lognormal"):
+        pm.Normal(name, mu=eta[seen], sigma=extra["sigma"], observed=obs[seen])
+        mis = pm.Normal(sites.missing(name), mu=eta[rows], sigma=extra["sigma"], dims=sites.missing_dim(name))
+    elif fam == "student_t":
+        pm.StudentT(name, nu=extra["nu"], mu=eta[seen], sigma=extra["sigma"], observed=obs[seen])
+        mis = pm.StudentT(sites.missing(name), nu=extra["nu"], mu=eta[rows], sigma=extra["sigma"],
+                          dims=sites.missing_dim(name))
+    else:
+        if fam == "bernoulli":
+            pm.Bernoulli(name, logit_p=eta[seen], observed=obs[seen])
+        elif fam == "poisson":
+            pm.Poisson(name, mu=mu, observed=obs[seen])
+        elif fam == "negative_binomial":
+            pm.NegativeBinomial(name, mu=mu, alpha=extra["phi"], observed=obs[seen])
+        else:  # categorical: eta holds the (n, K) logits
+            pm.Categorical(name, logit_p=eta[seen], observed=obs[seen].astype(int))
+        return None
+    return pt.set_subtensor(pt.as_tensor(np.nan_to_num(obs))[rows], mis)
+
+
+def _full_loglik(plan, loglik: dict) -> dict:
+    """Pointwise log-likelihoods over every unit: an imputed node's missing rows contribute 0 (not data)."""
+    for name, rows in plan.missing.items():
+        if name in loglik and loglik[name].shape[-1] != plan.n:
+            full = np.zeros(loglik[name].shape[:-1] + (plan.n,))
+            full[..., np.setdiff1d(np.arange(plan.n), rows)] = loglik[name]
+            loglik[name] = full
+    return loglik
+
+
 def sample(plan, s):
     """Fit ``plan`` with ``pm.sample``; return the shared InferenceData layout."""
     from causal_wm.idata import build_idata
@@ -155,8 +201,11 @@ def sample(plan, s):
     kw = {}
     if s.sampler not in ("default", "pymc"):
         kw["nuts_sampler"] = s.sampler
-    elif s.chains > 1 and "jax" in sys.modules:
-        kw["mp_ctx"] = "spawn"  # forking a process that runs JAX threads can deadlock
+    else:
+        if s.dense_mass:
+            kw["init"] = "jitter+adapt_full"
+        if s.chains > 1 and "jax" in sys.modules:
+            kw["mp_ctx"] = "spawn"  # forking a process that runs JAX threads can deadlock
     with model:
         try:
             idata = pm.sample(draws=s.draws, tune=s.warmup, chains=s.chains, target_accept=s.target_accept,
@@ -169,7 +218,7 @@ def sample(plan, s):
         loglik = None
         if s.chains * s.draws * plan.n * len(plan.scm.observed) <= 5e7:
             pm.compute_log_likelihood(idata, progressbar=False)
-            loglik = {k: np.asarray(v) for k, v in idata.log_likelihood.items()}
+            loglik = _full_loglik(plan, {k: np.asarray(v) for k, v in idata.log_likelihood.items()})
     samples = {k: np.asarray(v) for k, v in idata.posterior.items()}
     ss = idata.sample_stats
     stats = {}

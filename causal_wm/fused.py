@@ -1,0 +1,288 @@
+"""Model-specialised fused kernels: the default engine for counterfactual and effect queries.
+
+The generic kernels (:mod:`causal_wm.kernels`) interpret a model's flat layout for every
+(draw, unit): per element they branch on source, family and intervention kind, and walk parent
+and term lists. That dispatch, not arithmetic or memory, bounded them (docs/performance.md).
+Here the walk over the nodes runs once, in Python, while JAX traces it (:mod:`causal_wm.traced`):
+XLA receives straight-line code specialised to the model and the query and fuses abduction,
+action and prediction into one loop over a chunk of (draws x units). No source text is generated.
+
+* **Same semantics.** Every step mirrors the generic kernel (sources DATA/LATENT/FRESH/ABDUCT/OTHER,
+  the couplings, interventions, the consistency rule) and draws the same counter-based random
+  numbers, so the engines agree up to the rounding of transcendental functions.
+* **Compiled once per structure.** The cache key is the model layout, the sources, intervention
+  kinds, outputs and chunk shape; parameters, data and intervention values are arguments.
+* **Bounded memory.** Units (and draws) are processed in chunks on one thread per core; the
+  all-draws mode writes each chunk into the result, ``summary_only`` reduces each chunk to
+  per-unit mean, SD and quantiles as it is produced, and ``effect`` to per-draw sums.
+* **64-bit without global state.** Computation runs inside ``jax.enable_x64(True)``; no global JAX
+  setting is changed.
+
+Simulation of new units (one draw per unit) and queries whose factual world is not read from
+data or latent draws run on the generic kernel.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from causal_wm import kernels as K
+from causal_wm.errors import QueryError
+
+ENGINES = ("auto", "fused", "generic")
+# (draws x units) elements per compiled call: large enough that dispatch (~50 us) is noise, small
+# enough that a chunk's intermediates stay in cache (measured in benchmarks/engine_choice.py).
+CHUNK_ELEMENTS = 1 << 16
+# "auto" compiles only for queries this large (draws x units): compiling costs 0.2-5 s per query
+# structure (more for count families), which the generic kernel (about 2.5e6 unit-draws/s on two
+# cores) would outrun on smaller ones. Measured in benchmarks/engine_choice.py.
+AUTO_MIN_WORK = 1 << 21
+
+
+def _jax():
+    # As the NumPyro backend does: if JAX is not running yet, let it start with one host device per
+    # core, so that a fit later in this process can still run its chains in parallel.
+    if "jax" not in sys.modules:
+        flag = f"--xla_force_host_platform_device_count={os.cpu_count() or 1}"
+        if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
+    import jax
+
+    return jax
+
+
+@functools.cache
+def available() -> bool:
+    """Whether JAX can be imported (the fused engine needs it; otherwise the generic one runs)."""
+    try:
+        _jax()
+        import causal_wm.traced  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def use_fused(engine: str | None, covered: bool, what: str, work: int) -> bool:
+    """Resolve ``engine`` ("auto", "fused" or "generic") for a query of ``work`` draws x units that
+    the fused engine does or does not cover.
+
+    "auto" takes the fused engine for queries of at least :data:`AUTO_MIN_WORK` draws x units:
+    below that the generic kernel answers before the fused one would have compiled.
+
+    Examples
+    --------
+    >>> use_fused("generic", True, "counterfactual", 10**9)
+    False
+    >>> use_fused("auto", True, "counterfactual", 100)
+    False
+    """
+    engine = "auto" if engine is None else engine
+    if engine not in ENGINES:
+        raise QueryError(f"engine must be one of {list(ENGINES)}, got {engine!r}.")
+    if engine == "generic" or (engine == "auto" and work < AUTO_MIN_WORK):
+        return False
+    ok = covered and available()
+    if engine == "fused" and not ok:
+        raise QueryError(
+            f"engine='fused' does not cover this {what} query (it needs JAX, and covers units crossed "
+            "with draws whose factual world comes from data or posterior draws); use engine='auto' "
+            "or 'generic'."
+        )
+    return ok
+
+
+def covers_crossed(src_f) -> bool:
+    """Whether a units-crossed-with-draws query with factual sources ``src_f`` is covered."""
+    return bool(np.all((src_f == K.DATA) | (src_f == K.LATENT)))
+
+
+def _threads() -> int:
+    from numba import get_num_threads
+
+    return max(1, min(get_num_threads(), os.cpu_count() or 1))
+
+
+def _world(src, ivk, ivv):
+    from causal_wm.traced import World
+
+    tables = []
+    for k in range(len(src)):
+        if ivk[k] == K.TABLE:
+            q = int(ivv[k])  # a discrete policy's table is stored as -(index + 1)
+            tables.append((-q - 1, True) if q < 0 else (q, False))
+        else:
+            tables.append(None)
+    return World(tuple(int(x) for x in src), tuple(int(x) for x in ivk), tuple(tables))
+
+
+@functools.lru_cache(maxsize=64)
+def _crossed(nodes, needed, factual, counter, outputs, units_first):
+    from causal_wm.traced import crossed_fn
+
+    return crossed_fn(nodes, needed, factual, counter, outputs, units_first)
+
+
+@functools.lru_cache(maxsize=64)
+def _effect(nodes, needed, world_a, world_b, outcome, level):
+    from causal_wm.traced import effect_fn
+
+    return effect_fn(nodes, needed, world_a, world_b, outcome, level)
+
+
+def _run(tasks, work):
+    """``work`` on every task: the first here (it compiles), the rest on one thread per core."""
+    jax = _jax()
+
+    def call(t):
+        with jax.enable_x64(True):
+            return work(t)
+
+    first = call(tasks[0])
+    n = min(_threads(), len(tasks) - 1)
+    if n <= 1:
+        return [first] + [call(t) for t in tasks[1:]]
+    with ThreadPoolExecutor(n) as ex:
+        return [first, *ex.map(call, tasks[1:])]
+
+
+def _padded(idx, lo, size):
+    """``idx[lo:lo+size]``, padded to ``size`` by repeating its last entry (one compiled shape)."""
+    part = idx[lo:lo + size]
+    n = len(part)
+    if n < size:
+        part = np.concatenate([part, np.full(size - n, part[-1], dtype=part.dtype)])
+    return part, n
+
+
+class _Inputs:
+    """A query's arrays, sliced per chunk; what every chunk shares is put on the device once."""
+
+    def __init__(self, arrays, theta, data, orig, lat, uses_lat, ivv, tables, key):
+        jax = _jax()
+        self.theta, self.data, self.orig, self.lat, self.uses_lat = theta, data, orig, lat, uses_lat
+        self._draws: dict = {}
+        with jax.enable_x64(True):
+            put = jax.device_put
+            self.ivv = put(np.asarray(ivv, dtype=np.float64))
+            self.tables = put(np.asarray(tables, dtype=np.float64))
+            self.pf = put(np.asarray(arrays[3], dtype=np.float64))
+            self.key = put(np.uint64(key))
+
+    def draws(self, d_idx):
+        """(theta rows, draw counters) of a chunk of draws (cached: chunks repeat across units)."""
+        tag = (int(d_idx[0]), len(d_idx), int(d_idx[-1]))
+        if tag not in self._draws:
+            jax = _jax()
+            with jax.enable_x64(True):
+                self._draws[tag] = (jax.device_put(np.ascontiguousarray(self.theta[d_idx])),
+                                    jax.device_put(d_idx.astype(np.uint64)))
+        return self._draws[tag]
+
+    def units(self, u_idx, ivu):
+        """(unit counters, data rows, original rows, per-unit intervention values) of a chunk."""
+        iu = ivu[u_idx] if ivu.shape[0] > 1 else np.zeros((len(u_idx), ivu.shape[1]))
+        org = self.orig[u_idx] if self.orig is not None else None
+        return u_idx.astype(np.uint64), self.data[u_idx], org, iu
+
+    def latent(self, d_idx, u_idx, units_first):
+        if not self.uses_lat:
+            return np.zeros((1, 1, 1))
+        la = self.lat[np.ix_(d_idx, u_idx)]
+        return np.ascontiguousarray(la.transpose(1, 0, 2)) if units_first else la
+
+
+def _static(arrays, needed, outputs=()):
+    from causal_wm.traced import nodes_of
+
+    return nodes_of(arrays), tuple(bool(x) for x in needed), tuple(int(x) for x in outputs)
+
+
+def _uses_lat(*srcs) -> bool:
+    return any(bool(np.any(s == K.LATENT)) for s in srcs)
+
+
+def counterfactual_draws(arrays, theta, data, orig, lat, units, draws, key, src_f, src_c, ivk, ivv, ivu,
+                         tables, needed, outputs, chunk=None) -> np.ndarray:
+    """Every draw of every output: what ``kernels.units_kernel`` computes for units crossed with
+    draws, returned as (outputs, draws, units) so that each node's (draws, units) block is
+    contiguous. ``chunk`` = (draws, units) per compiled call overrides the default tiling."""
+    nodes, needed, outputs = _static(arrays, needed, outputs)
+    fn = _crossed(nodes, needed, _world(src_f, np.zeros_like(ivk), ivv), _world(src_c, ivk, ivv), outputs, False)
+    S, U = len(draws), len(units)
+    cs, cu = chunk or _tile(S, U)
+    inp = _Inputs(arrays, theta, data, orig, lat, _uses_lat(src_f, src_c), ivv, tables, key)
+    out = np.empty((len(outputs), S, U))
+
+    def work(task):
+        d0, u0 = task
+        d_idx, nd = _padded(draws, d0, cs)
+        u_idx, nu = _padded(units, u0, cu)
+        th, s = inp.draws(d_idx)
+        u, dat, org, iu = inp.units(u_idx, ivu)
+        res = fn(th, s, u, dat, org, inp.latent(d_idx, u_idx, False), inp.ivv, iu, inp.tables, inp.pf, inp.key)
+        out[:, d0:d0 + nd, u0:u0 + nu] = np.asarray(res)[:, :nd, :nu]
+
+    _run([(d0, u0) for u0 in range(0, U, cu) for d0 in range(0, S, cs)], work)
+    return out
+
+
+def counterfactual_summary(arrays, theta, data, orig, lat, units, draws, key, src_f, src_c, ivk, ivv, ivu,
+                           tables, needed, outputs, lo_q, hi_q, chunk=None) -> np.ndarray:
+    """Per unit and output, (mean, SD, lo_q quantile, hi_q quantile) over the draws: what
+    ``kernels.units_summary_kernel`` computes, each chunk reduced as soon as it is produced
+    (memory O(units + chunk)). ``chunk`` = units per compiled call."""
+    nodes, needed, outputs = _static(arrays, needed, outputs)
+    fn = _crossed(nodes, needed, _world(src_f, np.zeros_like(ivk), ivv), _world(src_c, ivk, ivv), outputs, True)
+    S, U = len(draws), len(units)
+    cu = chunk or max(1, min(U, CHUNK_ELEMENTS // S))
+    inp = _Inputs(arrays, theta, data, orig, lat, _uses_lat(src_f, src_c), ivv, tables, key)
+    out = np.empty((U, len(outputs), 4))
+    th, s = inp.draws(draws)
+
+    def work(u0):
+        u_idx, nu = _padded(units, u0, cu)
+        u, dat, org, iu = inp.units(u_idx, ivu)
+        res = fn(th, s, u, dat, org, inp.latent(draws, u_idx, True), inp.ivv, iu, inp.tables, inp.pf, inp.key)
+        K.summarise_rows(np.asarray(res), nu, lo_q, hi_q, out[u0:u0 + nu])
+
+    _run(list(range(0, U, cu)), work)
+    return out
+
+
+def effect(arrays, theta, data, lat, units, key, src_a, ivk_a, ivv_a, ivu_a, src_b, ivk_b, ivv_b, ivu_b, tables,
+           needed, outcome, level, chunk=None) -> np.ndarray:
+    """Per draw, the mean over ``units`` of E[outcome] under world a and world b: what
+    ``kernels.effect_kernel`` computes, as (draws, 2). ``chunk`` = units per compiled call."""
+    nodes, needed, _ = _static(arrays, needed)
+    fn = _effect(nodes, needed, _world(src_a, ivk_a, ivv_a), _world(src_b, ivk_b, ivv_b), int(outcome), int(level))
+    S, U = theta.shape[0], len(units)
+    cu = chunk or max(1, min(U, CHUNK_ELEMENTS // S))
+    draws = np.arange(S, dtype=np.int64)
+    inp = _Inputs(arrays, theta, data, None, lat, _uses_lat(src_a, src_b), ivv_a, tables, key)
+    jax = _jax()
+    with jax.enable_x64(True):
+        ivv_b_dev = jax.device_put(np.asarray(ivv_b, dtype=np.float64))
+    th, s = inp.draws(draws)
+
+    def work(u0):
+        u_idx, nu = _padded(units, u0, cu)
+        u, dat, _, iu_a = inp.units(u_idx, ivu_a)
+        iu_b = inp.units(u_idx, ivu_b)[3]
+        mask = (np.arange(cu) < nu).astype(np.float64)
+        return np.asarray(fn(th, s, u, dat, inp.latent(draws, u_idx, False), inp.ivv, iu_a, ivv_b_dev, iu_b,
+                             inp.tables, inp.pf, inp.key, mask))
+
+    sums = _run(list(range(0, U, cu)), work)
+    return np.sum(sums, axis=0) / U  # chunk sums added in a fixed order: reproducible
+
+
+def _tile(S, U):
+    """(draws, units) per call for the all-draws mode. Wide in units: each chunk lands in the
+    result as rows of contiguous units (narrow tiles measured up to 2x slower)."""
+    cu = max(1, min(U, 1024))
+    return max(1, min(S, CHUNK_ELEMENTS // cu)), cu
