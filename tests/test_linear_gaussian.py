@@ -103,7 +103,10 @@ def test_simulate_draws_noise_per_posterior_draw(lg_fit):
     k = LG["a_y_m"] * LG["a_m_c"] + LG["a_y_c"]
     mean = k * LG["mu_c"]
     sd = np.sqrt((k * LG["sd_c"]) ** 2 + (LG["a_y_m"] * LG["sd_m"]) ** 2 + LG["sd_y"] ** 2)
-    assert abs(y.mean() - mean) < 5 * sd / np.sqrt(len(y)) + 0.1
+    # the posterior of the interventional mean has an SD of order sd / sqrt(rows fitted); the
+    # simulation adds Monte Carlo error sd / sqrt(n)
+    n_rows = len(lg_fit[1])
+    assert abs(y.mean() - mean) < 5 * sd / np.sqrt(len(y)) + 4 * sd / np.sqrt(n_rows)
     assert abs(y.std() - sd) < 0.05 * sd
     assert np.all(sim["t"] == 0.0)
     # every posterior draw is used, each with its own fresh noise
