@@ -35,12 +35,14 @@ from causal_wm import kernels as K
 from causal_wm.errors import QueryError
 
 ENGINES = ("auto", "fused", "generic")
-# (draws x units) elements per compiled call: large enough that dispatch (~50 us) is noise, small
-# enough that a chunk's intermediates stay in cache (measured in benchmarks/engine_choice.py).
-CHUNK_ELEMENTS = 1 << 16
-# "auto" compiles only for queries this large (draws x units): compiling costs 0.2-5 s per query
-# structure (more for count families), which the generic kernel (about 2.5e6 unit-draws/s on two
-# cores) would outrun on smaller ones. Measured in benchmarks/engine_choice.py.
+# (draws x units) elements per compiled call: large enough that dispatch and the per-chunk Python
+# work are noise, small enough that a chunk's outputs (8 MiB for 4 nodes) stay in cache. Measured
+# on the throughput benchmark's model (chunk= argument, load average 2): 2^18 ran 1.15x 2^16 in
+# the all-draws mode and 1.05x in summary_only; 2^14 ran 0.65x.
+CHUNK_ELEMENTS = 1 << 18
+# "auto" compiles only for queries this large (draws x units): compiling costs 0.2-1.5 s per query
+# structure (a few seconds with count families; benchmarks/engine_choice.py), in which the generic
+# kernel (1e6-2.5e6 unit-draws/s on two cores) answers smaller queries.
 AUTO_MIN_WORK = 1 << 21
 
 
