@@ -46,15 +46,29 @@ def _quiet():
 
 
 def _frame(post) -> pd.DataFrame:
-    """Observed columns of the fit's data; categorical nodes as pandas categories."""
+    """Observed columns of the fit's data, complete cases only; categorical nodes as categories.
+
+    DoWhy's estimators and refuters, and the independence tests, are complete-case methods: rows
+    that a fit imputed (``missing: impute``) are left out here, and ``attrs["dropped"]`` counts them
+    so that the tables can say so.
+    """
     scm = post.scm
     df = post.plan.frame[[c for c in scm.observed if c in post.plan.frame]].copy()
+    complete = df.notna().all(axis=1).to_numpy()
+    df = df[complete]
     for c in df:
         if scm.node(c).family == "categorical":
             df[c] = df[c].astype("category")
         elif df[c].dtype == bool:
             df[c] = df[c].astype(int)
-    return df.reset_index(drop=True)
+    df = df.reset_index(drop=True)
+    df.attrs["dropped"] = int((~complete).sum())
+    return df
+
+
+def _complete_case_note(df: pd.DataFrame) -> str:
+    k = df.attrs.get("dropped", 0)
+    return f"complete cases: {len(df)} rows ({k} with missing values left out)" if k else ""
 
 
 def _is_binary(s: pd.Series) -> bool:
@@ -264,7 +278,10 @@ def triangulate(post, outcome: str, treatment: str, prob: float = 0.9, seed: int
     b_lo, b_hi = eff.interval(prob)
     rows = [{"method": "bayes (causal_wm)", "estimate": float(eff.mean()), "lower": float(b_lo),
              "upper": float(b_hi), "interval": "posterior (equal-tailed)", "note": f"posterior sd {eff.sd():.4g}"}]
-    rows += classical(post.scm, df, outcome, treatment, prob=prob, seed=seed).to_dict("records")
+    classic = classical(post.scm, df, outcome, treatment, prob=prob, seed=seed)
+    if cc := _complete_case_note(df):
+        classic["note"] = [f"{n}; {cc}" if n else cc for n in classic["note"]]
+    rows += classic.to_dict("records")
     out = pd.DataFrame(rows)
     out["overlaps_bayes"] = [bool(lo <= b_hi and hi >= b_lo) if np.isfinite([lo, hi]).all() else False
                              for lo, hi in zip(out.lower, out.upper, strict=True)]
@@ -315,7 +332,9 @@ def refute(post, outcome: str, treatment: str, num_simulations: int = 20, seed: 
         else:
             passed = p >= alpha if p is not None else abs(new - e) <= 0.1 * abs(e)
         rows.append({"refuter": name, "estimate": e, "new_effect": new, "p_value": p, "passed": bool(passed)})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out.attrs["note"] = _complete_case_note(df)
+    return out
 
 
 @dataclass(frozen=True)
@@ -478,6 +497,7 @@ def falsify(post, alpha: float = 0.05) -> pd.DataFrame:
             rows.append({"x": x, "y": j, "given": ", ".join(pa), "p_value": p, "rejected": bool(p < alpha)})
     out = pd.DataFrame(rows, columns=["x", "y", "given", "p_value", "rejected"])
     k = int(out.rejected.sum()) if len(out) else 0
+    cc = _complete_case_note(df)
     out.attrs["summary"] = (f"{k} of {len(out)} implied independences rejected at alpha={alpha} "
-                            f"(expected by chance: {alpha * len(out):.1f})")
+                            f"(expected by chance: {alpha * len(out):.1f})" + (f"; {cc}" if cc else ""))
     return out

@@ -94,7 +94,7 @@ class Posterior:
 
     # ------------------------------------------------------------------ queries
     def effect(self, outcome: str, do: Mapping, vs: Mapping | None = None, given=None, level=None,
-               seed: int | None = None):
+               seed: int | None = None, engine: str | None = None):
         """Posterior of the average effect of ``do`` against ``vs`` on ``outcome``.
 
         For each posterior draw, the mean over units (the data's units, or those selected by
@@ -115,6 +115,9 @@ class Posterior:
             For a categorical outcome: the category whose probability is compared.
         seed : int, optional
             Defaults to a stream derived from the fit's seed.
+        engine : {"auto", "fused", "generic"}, optional
+            Which compiled kernel runs the query: "auto" (default) takes the fused one for large
+            draws x units where it applies; both give the same answer to rounding.
 
         Returns
         -------
@@ -122,7 +125,7 @@ class Posterior:
         """
         from causal_wm.queries import effect
 
-        return effect(self, outcome, do, vs, given=given, level=level, seed=seed)
+        return effect(self, outcome, do, vs, given=given, level=level, seed=seed, engine=engine)
 
     def simulate(self, do: Mapping | None = None, n: int = 1000, seed: int | None = None):
         """Predictive samples of ``n`` new units under ``do``: each with its own posterior draw
@@ -132,7 +135,8 @@ class Posterior:
         return simulate(self, do, n, seed=seed)
 
     def counterfactual(self, units: pd.DataFrame, do: Mapping, draws: int | None = None,
-                       summary_only: bool = False, prob: float = 0.9, seed: int | None = None):
+                       summary_only: bool = False, prob: float = 0.9, seed: int | None = None,
+                       engine: str | None = None):
         """Unit-level counterfactuals by abduction, action and prediction per posterior draw.
 
         Continuous (additive-noise) nodes recover each unit's noise exactly; binary and count
@@ -152,23 +156,27 @@ class Posterior:
             Reduce to per-unit mean, SD and interval inside the kernel (bounded memory).
         prob : float
             Interval probability of the summaries.
+        engine : {"auto", "fused", "generic"}, optional
+            As in :meth:`effect`.
         """
         from causal_wm.queries import counterfactual
 
-        return counterfactual(self, units, do, draws=draws, summary_only=summary_only, prob=prob, seed=seed)
+        return counterfactual(self, units, do, draws=draws, summary_only=summary_only, prob=prob, seed=seed,
+                              engine=engine)
 
     def mediation(self, treatment: str, mediator, outcome: str, treat_value=1, control_value=0, given=None,
-                  seed: int | None = None):
+                  seed: int | None = None, engine: str | None = None):
         """Natural direct, indirect and total effects of ``treatment`` on ``outcome`` through ``mediator``.
 
         Per posterior draw and unit: the nested counterfactual Y(t1, M(t0)) sets the treatment to
         ``treat_value`` while the mediator(s) keep the value they take under ``control_value``
         (same noise in both worlds). Returns a MediationResult with ``direct`` (NDE),
-        ``indirect`` (NIE) and ``total``.
+        ``indirect`` (NIE) and ``total``. ``engine`` as in :meth:`effect`.
         """
         from causal_wm.queries import mediation
 
-        return mediation(self, treatment, mediator, outcome, treat_value, control_value, given=given, seed=seed)
+        return mediation(self, treatment, mediator, outcome, treat_value, control_value, given=given, seed=seed,
+                         engine=engine)
 
     def ppc(self, draws: int = 200, seed: int | None = None) -> pd.DataFrame:
         """Posterior predictive check per observed node.

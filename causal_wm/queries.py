@@ -350,7 +350,11 @@ def counterfactual(post, units: pd.DataFrame, do: Mapping, draws: int | None = N
     needed = np.ones(len(prog.names), dtype=bool)
     key = stream(seed_used, "counterfactual")
     factual = units[[n for n in scm.observed if n in units.columns]].copy()
-    common = dict(do=dict(do), seed=seed_used, diagnostics=post.diagnostics().to_dict(), prob=prob)
+    # nodes reported by label (categorical, or binary with named levels): summarised per level
+    labelled = {prog.names[k]: tuple(post.plan.scales[prog.names[k]].levels) for k in outputs
+                if post.plan.scales[prog.names[k]].levels is not None}
+    common = dict(do=dict(do), seed=seed_used, diagnostics=post.diagnostics().to_dict(), prob=prob,
+                  levels=labelled)
     fast = fused.use_fused(engine, fused.covers_crossed(src_f), "counterfactual", len(draw_idx) * len(rows))
     if summary_only and fast:
         out = fused.counterfactual_summary(prog.arrays, prog.theta, data, orig, prog.lat, rows, draw_idx, key, src_f,

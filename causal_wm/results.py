@@ -222,10 +222,18 @@ class CounterfactualResult:
         return tuple(self.summaries or self.values)
 
     def summary(self, prob: float | None = None, node: str | None = None) -> pd.DataFrame:
-        """Per unit and affected node: factual value, counterfactual mean, SD and interval."""
+        """Per unit and affected node: factual value, counterfactual mean, SD and interval.
+
+        A categorical node gets one row per unit and level, ``node`` reading ``"name[level]"``: its
+        estimate is the probability of that level over the draws (the factual column is 1 where the
+        unit was observed at that level), like a binary node's mean.
+        """
         nodes = [node] if node else list(self.nodes)
         frames = []
         for k in nodes:
+            if k in self.levels:
+                frames.extend(self._level_rows(k, prob))
+                continue
             if self.summaries:
                 if prob is not None and prob != self.prob:
                     raise QueryError(f"this result kept summaries at prob={self.prob} only.")
@@ -242,6 +250,27 @@ class CounterfactualResult:
                 "lower": lo, "upper": hi,
             }))
         return pd.concat(frames, ignore_index=True)
+
+    def _level_rows(self, k: str, prob: float | None) -> list[pd.DataFrame]:
+        if self.summaries:
+            raise QueryError(
+                f"{k!r} is categorical and this result kept per-unit summaries of numbers only; "
+                "call counterfactual(..., summary_only=False) (with draws=<n> if memory is short) "
+                "to summarise its levels."
+            )
+        d = np.asarray(self[k])
+        p = _prob(prob if prob is not None else self.prob)
+        fact = self.factual[k].to_numpy() if k in self.factual.columns else None
+        frames = []
+        for level in self.levels[k]:
+            hit = (d == level).astype(float)
+            lo, hi = np.quantile(hit, [(1 - p) / 2, (1 + p) / 2], axis=0)
+            frames.append(pd.DataFrame({
+                "unit": self.factual.index, "node": f"{k}[{level}]",
+                "factual": (fact == level).astype(float) if fact is not None else np.nan,
+                "estimate": hit.mean(axis=0), "sd": hit.std(axis=0), "lower": lo, "upper": hi,
+            }))
+        return frames
 
     def to_dict(self, prob: float = 0.9) -> dict:
         """JSON-ready summary (per unit rows)."""

@@ -331,6 +331,15 @@ def test_engine_switch(mixed, monkeypatch):
     monkeypatch.setattr(fused, "AUTO_MIN_WORK", 0)
     queries.counterfactual(post, df, {"t": 1})  # auto, "large": the fused kernel answers
     assert calls == [1]
+    # the Posterior methods take the same switch
+    post.counterfactual(df, {"t": 1}, engine="generic")
+    assert calls == [1]
+    post.counterfactual(df, {"t": 1}, engine="fused")
+    assert calls == [1, 1]
+    with pytest.raises(cw.QueryError, match="engine must be one of"):
+        post.effect("z", {"t": 1}, {"t": 0}, engine="gpu")
+    with pytest.raises(cw.QueryError, match="engine must be one of"):
+        post.mediation("t", "yl", "z", engine="gpu")
 
 
 def test_discrete_policy_draws_follow_the_policy(mixed):

@@ -58,6 +58,22 @@ def _trace(model, params):
     return handlers.trace(handlers.substitute(model, data=params)).get_trace()
 
 
+def _latent_conditional(plain, params, plan, children=("x", "y")):
+    """Closed-form N(mean, var) of each unit's u given its Gaussian children, by Bayes' rule on the
+    plain model: u ~ N(eta, 1); child c = m_c + a_c u + sigma_c e (m_c and a_c read off traces of the
+    plain model at u = 0 and u = 1)."""
+    tr0 = _trace(plain, {**params, "u": np.zeros(plan.n)})
+    tr1 = _trace(plain, {**params, "u": np.ones(plan.n)})
+    eta = np.asarray(tr0["u"]["fn"].loc)
+    prec, lin = np.ones(plan.n), eta.copy()
+    for c in children:
+        m0, m1 = np.asarray(tr0[c]["fn"].loc), np.asarray(tr1[c]["fn"].loc)
+        a, s2 = m1 - m0, np.asarray(tr0[c]["fn"].scale) ** 2
+        prec += a * a / s2
+        lin += a * (plan.values[c] - m0) / s2
+    return lin / prec, 1 / prec, tr0
+
+
 def test_marginal_likelihood_matches_numerical_integration():
     import jax
     from numpyro.infer import Predictive
@@ -72,17 +88,9 @@ def test_marginal_likelihood_matches_numerical_integration():
     params = {k: v[0] for k, v in prior.items() if k not in ("u", *scm.observed)}
     tm = _trace(marg, params)
     got = np.asarray(tm[sites.MARGINAL]["fn"].log_prob(tm[sites.MARGINAL]["value"]))
-    tr0 = _trace(plain, {**params, "u": np.zeros(plan.n)})
-    tr1 = _trace(plain, {**params, "u": np.ones(plan.n)})
-    eta = np.asarray(tr0["u"]["fn"].loc)
     # adaptive Gauss-Hermite around each unit's conditional mode: integrate p(x, y | u) N(u; eta, 1)
-    prec, lin = np.ones(plan.n), eta.copy()
-    for c in ("x", "y"):
-        m0, m1 = np.asarray(tr0[c]["fn"].loc), np.asarray(tr1[c]["fn"].loc)
-        s2 = np.asarray(tr0[c]["fn"].scale) ** 2
-        prec += (m1 - m0) ** 2 / s2
-        lin += (m1 - m0) * (plan.values[c] - m0) / s2
-    mu, sd = lin / prec, 1 / np.sqrt(prec)
+    mu, var, tr0 = _latent_conditional(plain, params, plan)
+    sd = np.sqrt(var)
     t, wts = np.polynomial.hermite.hermgauss(40)
     terms = []
     for tk, wk in zip(t, wts, strict=True):
@@ -116,17 +124,7 @@ def test_reconstructed_latents_follow_their_closed_form_conditional():
     S = 40000
     draws = _reconstruct(plan, {k: np.broadcast_to(v, (1, S) + v.shape) for k, v in params.items()}, seed=9,
                          ridge=False)["u"][0]
-    # closed form, by Bayes' rule on the plain model: u ~ N(eta, 1); child c = m_c + a_c u + sigma_c e
-    tr0 = _trace(plain, {**params, "u": np.zeros(plan.n)})
-    tr1 = _trace(plain, {**params, "u": np.ones(plan.n)})
-    eta = np.asarray(tr0["u"]["fn"].loc)
-    prec, lin = np.ones(plan.n), eta.copy()
-    for c in ("x", "y"):
-        m0, m1 = np.asarray(tr0[c]["fn"].loc), np.asarray(tr1[c]["fn"].loc)
-        a, s2 = m1 - m0, float(params[f"{c}__sigma"]) ** 2
-        prec += a * a / s2
-        lin += a * (plan.values[c] - m0) / s2
-    mean, var = lin / prec, 1 / prec
+    mean, var, _ = _latent_conditional(plain, params, plan)
     se = np.sqrt(var / S)
     assert np.all(np.abs(draws.mean(axis=0) - mean) < 4.5 * se)
     assert np.all(np.abs(draws.var(axis=0) / var - 1) < 4.5 * np.sqrt(2 / S))
