@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from causal_wm import kernels as K
 from causal_wm.errors import QueryError
+from causal_wm.jaxhost import start_jax
 
 ENGINES = ("auto", "fused", "generic")
 # (draws x units) elements per compiled call: large enough that dispatch and the per-chunk Python
@@ -47,15 +47,8 @@ AUTO_MIN_WORK = 1 << 21
 
 
 def _jax():
-    # As the NumPyro backend does: if JAX is not running yet, let it start with one host device per
-    # core, so that a fit later in this process can still run its chains in parallel.
-    if "jax" not in sys.modules:
-        flag = f"--xla_force_host_platform_device_count={os.cpu_count() or 1}"
-        if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
-    import jax
-
-    return jax
+    # started as the NumPyro backend starts it, so that a later fit can run its chains in parallel
+    return start_jax()
 
 
 @functools.cache

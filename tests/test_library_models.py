@@ -217,6 +217,7 @@ def test_hiv_incentives_fits_and_answers_with_a_dose_response():
     assert more.interval(0.9)[0] > 0
 
 
+@pytest.mark.slow  # 16k units: the longest of these fits; the default suite fits the three others
 def test_job_training_observational_fits_and_moves_toward_the_benchmark():
     study, df, post = quick_fit("job_training_observational", chains=1, draws=150, warmup=150)
     cov = ["age", "educ", "black", "hisp", "marr", "nodegree", "u74", "re74", "u75", "re75"]

@@ -7,27 +7,20 @@ layout (:mod:`causal_wm.design`), so its parameters are exactly those the query 
 from __future__ import annotations
 
 import logging
-import os
-import sys
 
 import numpy as np
 
 from causal_wm import sites
 from causal_wm.design import column_values, predictor
 from causal_wm.idata import build_idata
+from causal_wm.jaxhost import start_jax
 
 log = logging.getLogger(__name__)
 
 
 def _jax():
-    # Chains run in parallel only over several host devices, which XLA fixes when JAX first
-    # starts; so this is set at the first fit, not at import, and only if JAX is not running yet.
-    if "jax" not in sys.modules:
-        flag = f"--xla_force_host_platform_device_count={os.cpu_count() or 1}"
-        if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
-    import jax
-
+    # at the first fit, not at import: the host device count is fixed when JAX starts
+    jax = start_jax()
     jax.config.update("jax_enable_x64", True)
     return jax
 
