@@ -75,7 +75,9 @@ def _latent_conditional(plain, params, plan, children=("x", "y")):
     return lin / prec, 1 / prec, tr0
 
 
-def test_marginal_likelihood_matches_numerical_integration():
+def _prior_draws(n_units: int, data_seed: int, key: int, num_samples: int = 1):
+    """The IV model's plan and plain NumPyro model on simulated data, and ``num_samples`` prior draws
+    of its parameters (the latent u and the observed nodes left out), one dict per draw."""
     import jax
     from numpyro.infer import Predictive
 
@@ -83,10 +85,19 @@ def test_marginal_likelihood_matches_numerical_integration():
 
     _jax()
     scm = cw.SCM.from_dict(IV)
-    plan = make_plan(scm, _iv_data(40, 1))
-    plain, marg = make_model(plan, "plain"), make_model(plan, "marginal", ridge=False)
-    prior = Predictive(plain, num_samples=1)(jax.random.PRNGKey(3))
-    params = {k: v[0] for k, v in prior.items() if k not in ("u", *scm.observed)}
+    plan = make_plan(scm, _iv_data(n_units, data_seed))
+    plain = make_model(plan, "plain")
+    prior = Predictive(plain, num_samples=num_samples)(jax.random.PRNGKey(key))
+    draws = [{k: np.asarray(v[i]) for k, v in prior.items() if k not in ("u", *scm.observed)}
+             for i in range(num_samples)]
+    return plan, plain, draws
+
+
+def test_marginal_likelihood_matches_numerical_integration():
+    from causal_wm.backends.numpyro import make_model
+
+    plan, plain, (params,) = _prior_draws(40, 1, key=3)
+    marg = make_model(plan, "marginal", ridge=False)
     tm = _trace(marg, params)
     got = np.asarray(tm[sites.MARGINAL]["fn"].log_prob(tm[sites.MARGINAL]["value"]))
     # adaptive Gauss-Hermite around each unit's conditional mode: integrate p(x, y | u) N(u; eta, 1)
@@ -111,17 +122,9 @@ def test_marginal_likelihood_matches_numerical_integration():
 
 
 def test_reconstructed_latents_follow_their_closed_form_conditional():
-    import jax
-    from numpyro.infer import Predictive
+    from causal_wm.backends.numpyro import _reconstruct
 
-    from causal_wm.backends.numpyro import _jax, _reconstruct, make_model
-
-    _jax()
-    scm = cw.SCM.from_dict(IV)
-    plan = make_plan(scm, _iv_data(5, 2))
-    plain = make_model(plan, "plain")
-    prior = Predictive(plain, num_samples=1)(jax.random.PRNGKey(4))
-    params = {k: np.asarray(v[0]) for k, v in prior.items() if k not in ("u", *scm.observed)}
+    plan, plain, (params,) = _prior_draws(5, 2, key=4)
     S = 40000
     draws = _reconstruct(plan, {k: np.broadcast_to(v, (1, S) + v.shape) for k, v in params.items()}, seed=9,
                          ridge=False)["u"][0]
@@ -133,17 +136,11 @@ def test_reconstructed_latents_follow_their_closed_form_conditional():
 
 def test_ridge_coordinates_give_the_same_posterior():
     """log p(tau, c, t | data) = log p(a, sigma | data) + log|d(a, sigma)/d(tau, c, t)| (finite differences)."""
-    import jax
-    from numpyro.infer import Predictive
     from numpyro.infer.util import log_density
 
-    from causal_wm.backends.numpyro import _jax, make_model
+    from causal_wm.backends.numpyro import make_model
 
-    _jax()
-    scm = cw.SCM.from_dict(IV)
-    plan = make_plan(scm, _iv_data(30, 4))
-    plain = make_model(plan, "plain")
-    prior = Predictive(plain, num_samples=3)(jax.random.PRNGKey(6))
+    plan, _, prior_draws = _prior_draws(30, 4, key=6, num_samples=3)
 
     def natural(x):
         t1, t2, c, t = x
@@ -151,8 +148,7 @@ def test_ridge_coordinates_give_the_same_posterior():
         r2 = c / r1
         return np.array([t1 * r1, t1 * np.sqrt(1 - r1**2), t2 * r2, t2 * np.sqrt(1 - r2**2)])
 
-    for i in range(3):
-        params = {k: np.asarray(v[i]) for k, v in prior.items() if k not in ("u", *scm.observed)}
+    for params in prior_draws:
         a1, s1 = float(params["x__b"][1]), float(params["x__sigma"])  # columns of x: z, u, w
         a2, s2 = float(params["y__b"][1]), float(params["y__sigma"])  # columns of y: x, u, x:w
         tau1, tau2 = np.hypot(a1, s1), np.hypot(a2, s2)
