@@ -8,9 +8,12 @@ counterfactual ``do(t=0)`` is computed for U new units crossed with all S draws.
 Rows of the table (throughput in unit-draws per second, higher is better):
 
 * ``causal_wm fused all draws``: ``counterfactual(units, do, engine="fused")`` (the default engine
-  for queries this large, ``causal_wm/fused.py``: the model's equations traced with JAX into one
-  fused loop), every draw kept, shape (S, U) per node. "kernel only" times the fused engine by
-  itself (the rest is input encoding and result assembly).
+  for queries this large, ``causal_wm/fused.py``: the model's equations traced with JAX, run as a
+  numba loop generated from the trace, ``causal_wm/looped.py``), every draw kept, shape (S, U) per
+  node. "kernel only" times the fused engine by itself (the rest is input encoding and result
+  assembly).
+* ``causal_wm fused, XLA loop, all draws``: the same trace compiled by XLA into its own loop over
+  chunks (the fused engine's path for programs the numba loop does not cover).
 * ``causal_wm generic all draws``: the same through the generic interpreting numba kernel
   (``engine="generic"``; "kernel only" is ``kernels.units_kernel``).
 * ``causal_wm ... summary_only``: per-unit mean/SD/interval reduced chunk by chunk (O(U) memory);
@@ -21,6 +24,8 @@ Rows of the table (throughput in unit-draws per second, higher is better):
   (what a generic interpreter could reach at best; no per-node dispatch).
 * ``dowhy gcm``: ``gcm.counterfactual_samples`` on an InvertibleStructuralCausalModel with linear
   additive-noise mechanisms; a point-estimate model, so one draw per unit (unit-draws = units).
+  Its rate per unit grows with U (fixed costs per call), so it is timed at 1,000 units and at each
+  all-draws U, and ratios are taken at the same U.
 
 The memory-bandwidth ceiling is a large array copy (``np.copyto`` on single-threaded NumPy and a
 ``prange`` copy on all cores; bytes read + written / time, STREAM convention); the all-draws
@@ -385,7 +390,8 @@ def main(argv=None) -> None:
     ap.add_argument("--big-draws", type=int, default=1000, help="posterior draws for the --big-units run")
     ap.add_argument("--generic-units", type=int, nargs="*", default=[10_000],
                     help="U at which the generic (interpreting) kernel is timed too (slow: ~2.5e6 unit-draws/s)")
-    ap.add_argument("--dowhy-units", type=int, default=10_000)
+    ap.add_argument("--dowhy-units", type=int, nargs="*", default=None,
+                    help="U for DoWhy gcm (default: 1000 and every --units value; its rate per unit grows with U)")
     ap.add_argument("--chunk", type=int, default=1024, help="units per NumPy/JAX chunk")
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per cell (best is kept)")
     # Memory that no process has touched since the machine (a VM here) booted is slow to touch the first
@@ -484,9 +490,18 @@ def main(argv=None) -> None:
         del res
         gc.collect()
 
+    def xla_loop(u):
+        fused.USE_LOOP = False  # the fused engine's other path: XLA's own loop over each chunk
+        try:
+            return cf(u, "fused")
+        finally:
+            fused.USE_LOOP = True
+
     for U in args.units:
         units = simulate(U, args.seed + 2)
         record("causal_wm fused all draws", U, S, lambda u=units: cf(u, "fused"), 4,
+               check=lambda r, u=units: _check_against(r, par, u))
+        record("causal_wm fused, XLA loop, all draws", U, S, lambda u=units: xla_loop(u), 4,
                check=lambda r, u=units: _check_against(r, par, u))
         if U in args.generic_units:
             record("causal_wm generic all draws", U, S, lambda u=units: cf(u, "generic"), 4,
@@ -509,11 +524,14 @@ def main(argv=None) -> None:
         del units
     kernels.units_kernel, fused.counterfactual_draws = originals["generic"], originals["fused"]
 
+    dowhy_units = sorted(set([1000, *args.units] if args.dowhy_units is None else args.dowhy_units))
     if not args.no_dowhy:
         gmodel = dowhy_model(df)
-        units = simulate(args.dowhy_units, args.seed + 2)
-        dowhy_cf(gmodel, units.iloc[:64])
-        record("dowhy gcm (1 draw)", args.dowhy_units, 1, lambda u=units: dowhy_cf(gmodel, u), 0)
+        dowhy_cf(gmodel, simulate(64, args.seed + 2))
+        for U in dowhy_units:
+            units = simulate(U, args.seed + 2)
+            record("dowhy gcm (1 draw)", U, 1, lambda u=units: dowhy_cf(gmodel, u), 0)
+        del units
 
     print("\n| implementation | units U | draws S | best of | seconds | unit-draws/s | unit-draws per CPU-s | "
           "kernel only (unit-draws/s) | fraction of copy bandwidth | fraction of first-touch write | "
@@ -536,22 +554,23 @@ def main(argv=None) -> None:
     print(f"\nbandwidth ceiling: {ceiling / 1e9:.1f} GB/s (best copy, read + written); first-touch write "
           f"{bw['first-touch write of a new array (all threads)'] / 1e9:.1f} GB/s")
     print("\n| ratio | value |\n|---|---:|")
+    dw = "dowhy gcm (1 draw)"
     for U in args.units:
         cw_rate = rate("causal_wm fused all draws", U)
-        for peer in ("causal_wm generic all draws", "numpy (chunked)", "jax jit (chunked)", "numba hand-fused",
-                     "numba hand-fused, out reused"):
+        for peer in ("causal_wm fused, XLA loop, all draws", "causal_wm generic all draws", "numpy (chunked)",
+                     "jax jit (chunked)", "numba hand-fused", "numba hand-fused, out reused"):
             if np.isfinite(rate(peer, U)):
                 print(f"| causal_wm fused all draws / {peer}, U={U:,} | {cw_rate / rate(peer, U):.2f} |")
-        if not args.no_dowhy:
-            print(f"| causal_wm fused all draws (U={U:,}) / dowhy gcm (U={args.dowhy_units:,}) | "
-                  f"{cw_rate / rate('dowhy gcm (1 draw)'):.0f} |")
-    if not args.no_dowhy:
-        for impl in ("causal_wm fused summary_only", "causal_wm generic all draws"):
-            if np.isfinite(rate(impl)):
-                print(f"| {impl} (best) / dowhy gcm | {rate(impl) / rate('dowhy gcm (1 draw)'):.0f} |")
-        for impl in ("causal_wm fused all draws", "causal_wm fused summary_only"):
-            print(f"| {impl} (best) / dowhy gcm, per CPU-second | "
-                  f"{rate(impl, key='cpu_rate') / rate('dowhy gcm (1 draw)', key='cpu_rate'):.0f} |")
+        if np.isfinite(rate(dw, U)):  # per unit-draw, at the same number of units
+            for impl in ("causal_wm fused all draws", "causal_wm fused, XLA loop, all draws",
+                         "causal_wm fused summary_only", "numba hand-fused"):
+                if np.isfinite(rate(impl, U)):
+                    print(f"| {impl} / dowhy gcm, U={U:,} | {rate(impl, U) / rate(dw, U):.0f} |")
+            print(f"| causal_wm fused all draws / dowhy gcm, U={U:,}, per CPU-second | "
+                  f"{rate('causal_wm fused all draws', U, 'cpu_rate') / rate(dw, U, 'cpu_rate'):.0f} |")
+    if np.isfinite(rate(dw)):
+        print(f"| causal_wm fused all draws (best) / dowhy gcm (best, U={max(dowhy_units):,}) | "
+              f"{rate('causal_wm fused all draws') / rate(dw):.0f} |")
     print(f"\ntotal wall time {time.perf_counter() - t_start:.0f} s, load average at end {_load()}")
 
 

@@ -25,6 +25,7 @@ data or latent draws run on the generic kernel.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -33,6 +34,8 @@ import numpy as np
 from causal_wm import kernels as K
 from causal_wm.errors import QueryError
 from causal_wm.jaxhost import start_jax
+
+log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "fused", "generic")
 # (draws x units) elements per compiled call: large enough that dispatch and the per-chunk Python
@@ -44,6 +47,15 @@ CHUNK_ELEMENTS = 1 << 18
 # structure (a few seconds with count families; benchmarks/engine_choice.py), in which the generic
 # kernel (1e6-2.5e6 unit-draws/s on two cores) answers smaller queries.
 AUTO_MIN_WORK = 1 << 21
+# The all-draws counterfactual runs as a numba loop generated from the traced program
+# (causal_wm.looped) where that covers the program; False runs XLA's loop (tests compare the two).
+USE_LOOP = True
+# Units per call of that loop; every call covers every draw, so its threads split the draws. The
+# value is 8 mod 512: the per-unit tables' rows (8 bytes a unit) then start one cache line apart
+# in the cache's sets; at a multiple of 4096 bytes every row competed for one set (2x slower).
+LOOP_UNITS = 4104
+# summary_only: units per call, so that a call's draws (outputs x draws x units, reused) stay in cache
+LOOP_SUMMARY_UNITS = 520
 
 
 def _jax():
@@ -120,6 +132,77 @@ def _crossed(nodes, needed, factual, counter, outputs, units_first):
     from causal_wm.traced import crossed_fn
 
     return crossed_fn(nodes, needed, factual, counter, outputs, units_first)
+
+
+@functools.lru_cache(maxsize=64)
+def _looped(nodes, needed, factual, counter, outputs, shapes, n_draws, n_units):
+    """The query as a numba loop (:mod:`causal_wm.looped`) traced at these shapes, or None where
+    the loop does not cover the traced program (XLA's loop then runs)."""
+    from causal_wm import looped
+    from causal_wm.traced import crossed_fn
+
+    jax = _jax()
+    fn = crossed_fn(nodes, needed, factual, counter, outputs, False, stacked=False)
+    specs = [None if sh is None else jax.ShapeDtypeStruct(*sh) for sh in shapes]
+    try:
+        with jax.enable_x64(True):
+            return looped.Loop(jax.make_jaxpr(fn)(*specs), n_draws, n_units)
+    except looped.Unsupported as exc:
+        log.debug("numba loop not used (%s); XLA's loop runs the query", exc)
+        return None
+
+
+def _loop_sizes(S: int, others, units: int) -> tuple[int, int]:
+    """(draws, units) to trace the loop at, at least ``S`` and about ``units``: no other dimension
+    of the inputs equals either, so that each traced value's shape says whether it varies by draw,
+    by unit, by both or neither.
+
+    Examples
+    --------
+    >>> _loop_sizes(1000, [21, 6, 1000], 4104)
+    (1001, 4104)
+    """
+    taken = set(others) | {0, 1}
+    u = next(n for n in range(units, 1 << 30, 512) if n not in taken)
+    s = next(n for n in range(max(S, 2), 1 << 30) if n not in taken and n != u)
+    return s, u
+
+
+def _loop_plan(nodes, needed, factual, counter, outputs, inp, n_draws, ivu, units_per_call):
+    """(loop, draws, units) per call of the numba loop for this query, or None where it does not
+    cover the query."""
+    if not USE_LOOP or inp.uses_lat:
+        return None
+    P, K_, W = inp.theta.shape[1], inp.data.shape[1], ivu.shape[1]
+    others = [P, K_, W, *np.shape(inp.ivv), *np.shape(inp.tables), *np.shape(inp.pf)]
+    if inp.orig is not None:
+        others.append(inp.orig.shape[1])
+    sp, up = _loop_sizes(n_draws, others, units_per_call)
+    f64, u64 = np.float64, np.uint64
+    shapes = (((sp, P), f64), ((sp,), u64), ((up,), u64), ((up, K_), f64),
+              None if inp.orig is None else ((up, inp.orig.shape[1]), f64), ((1, 1, 1), f64),
+              (tuple(np.shape(inp.ivv)), f64), ((up, W), f64), (tuple(np.shape(inp.tables)), f64),
+              (tuple(np.shape(inp.pf)), f64), ((), u64))
+    loop = _looped(nodes, needed, factual, counter, outputs, shapes, sp, up)
+    return None if loop is None else (loop, sp, up)
+
+
+def _loop_run(plan, inp, draws, units, ivu, target, done=None) -> None:
+    """Run the loop over ``units`` in calls of the plan's size: each call writes the draws of its
+    units into ``target(u0)`` = (array, first column); ``done(u0, n)`` follows each call."""
+    loop, sp, up = plan
+    jax = _jax()
+    th, s = inp.draws(_padded(draws, 0, sp)[0])
+    lat = np.zeros((1, 1, 1))
+    with jax.enable_x64(True):
+        for u0 in range(0, len(units), up):
+            u_idx, nu = _padded(units, u0, up)
+            u, dat, org, iu = inp.units(u_idx, ivu)
+            arr, col = target(u0)
+            loop(arr, col, nu, th, s, u, dat, org, lat, inp.ivv, iu, inp.tables, inp.pf, inp.key,
+                 threads=_threads())
+            if done is not None:
+                done(u0, nu)
 
 
 @functools.lru_cache(maxsize=64)
@@ -207,11 +290,16 @@ def counterfactual_draws(arrays, theta, data, orig, lat, units, draws, key, src_
     draws, returned as (outputs, draws, units) so that each node's (draws, units) block is
     contiguous. ``chunk`` = (draws, units) per compiled call overrides the default tiling."""
     nodes, needed, outputs = _static(arrays, needed, outputs)
-    fn = _crossed(nodes, needed, _world(src_f, np.zeros_like(ivk), ivv), _world(src_c, ivk, ivv), outputs, False)
+    factual, counter = _world(src_f, np.zeros_like(ivk), ivv), _world(src_c, ivk, ivv)
     S, U = len(draws), len(units)
-    cs, cu = chunk or _tile(S, U)
     inp = _Inputs(arrays, theta, data, orig, lat, _uses_lat(src_f, src_c), ivv, tables, key)
     out = np.empty((len(outputs), S, U))
+    plan = None if chunk else _loop_plan(nodes, needed, factual, counter, outputs, inp, S, ivu, LOOP_UNITS)
+    if plan is not None:  # every draw of a call's units written straight into the result
+        _loop_run(plan, inp, draws, units, ivu, lambda u0: (out, u0))
+        return out
+    fn = _crossed(nodes, needed, factual, counter, outputs, False)
+    cs, cu = chunk or _tile(S, U)
 
     def work(task):
         d0, u0 = task
@@ -232,11 +320,29 @@ def counterfactual_summary(arrays, theta, data, orig, lat, units, draws, key, sr
     ``kernels.units_summary_kernel`` computes, each chunk reduced as soon as it is produced
     (memory O(units + chunk)). ``chunk`` = units per compiled call."""
     nodes, needed, outputs = _static(arrays, needed, outputs)
-    fn = _crossed(nodes, needed, _world(src_f, np.zeros_like(ivk), ivv), _world(src_c, ivk, ivv), outputs, True)
+    factual, counter = _world(src_f, np.zeros_like(ivk), ivv), _world(src_c, ivk, ivv)
     S, U = len(draws), len(units)
-    cu = chunk or max(1, min(U, CHUNK_ELEMENTS // S))
     inp = _Inputs(arrays, theta, data, orig, lat, _uses_lat(src_f, src_c), ivv, tables, key)
     out = np.empty((U, len(outputs), 4))
+    plan = None if chunk else _loop_plan(nodes, needed, factual, counter, outputs, inp, S, ivu, LOOP_SUMMARY_UNITS)
+    if plan is not None:  # a call's draws into one reused buffer, summarised per unit while it is warm
+        buf = np.empty((len(outputs), S, plan[2]))
+
+        def summarise(u0, nu):
+            rows = np.ascontiguousarray(buf[:, :, :nu].transpose(0, 2, 1))  # (outputs, units, draws)
+            cuts = np.linspace(0, nu, min(_threads(), nu) + 1).astype(int)
+
+            def part(i):
+                a, b = cuts[i], cuts[i + 1]
+                K.summarise_rows(rows[:, a:b], b - a, lo_q, hi_q, out[u0 + a:u0 + b])
+
+            with ThreadPoolExecutor(len(cuts) - 1) as ex:
+                list(ex.map(part, range(len(cuts) - 1)))
+
+        _loop_run(plan, inp, draws, units, ivu, lambda u0: (buf, 0), summarise)
+        return out
+    fn = _crossed(nodes, needed, factual, counter, outputs, True)
+    cu = chunk or max(1, min(U, CHUNK_ELEMENTS // S))
     th, s = inp.draws(draws)
 
     def work(u0):

@@ -106,9 +106,10 @@ def _mix(z):
 
 
 def sigmoid(x):
-    # kernels.sigmoid's two branches with one exp: exp(-|x|) is exp(-x) for x >= 0, exp(x) below
+    # kernels.sigmoid's two branches with one exp and one division: exp(-|x|) is exp(-x) for
+    # x >= 0, exp(x) below; the numerator picks 1 or e
     e = jnp.exp(-jnp.abs(x))
-    return jnp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    return jnp.where(x >= 0, 1.0, e) / (1.0 + e)
 
 
 def _phi(z):
@@ -508,8 +509,9 @@ class Trace:
         return self.expected(node, self.linear(node, vals), level)
 
 
-def crossed_fn(nodes, needed, factual: World, counter: World, outputs, units_first):
-    """The counterfactual of ``outputs`` for a chunk of units crossed with a chunk of draws."""
+def crossed_fn(nodes, needed, factual: World, counter: World, outputs, units_first, stacked=True):
+    """The counterfactual of ``outputs`` for a chunk of units crossed with a chunk of draws: one
+    stacked array, or a tuple of one array per output (``stacked=False``)."""
 
     load()
 
@@ -517,7 +519,8 @@ def crossed_fn(nodes, needed, factual: World, counter: World, outputs, units_fir
         tr = Trace(nodes, units_first, theta, s, u, data, orig, lat, ivv, ivu, tables, pf, key)
         fact = tr.world(factual, needed)
         vals = tr.world(counter, needed, fact=fact)
-        return jnp.stack([tr.output(k, vals, fact) for k in outputs])
+        res = [tr.output(k, vals, fact) for k in outputs]
+        return jnp.stack(res) if stacked else tuple(res)
 
     return jax.jit(fn)
 

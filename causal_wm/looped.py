@@ -1,0 +1,405 @@
+"""The fused engine's traced program, run as one compiled numba loop over (draws x units).
+
+XLA compiles the traced structural equations (:mod:`causal_wm.traced`) into a loop whose per-element
+code recomputes every per-draw and per-unit subexpression, and vectorises ``exp`` poorly inside
+broadcasts; on a CPU it ran at a fifth of the speed of a loop written by hand for one model
+(docs/performance.md). This module takes the *same* traced program (its jaxpr, so both paths share
+one source of truth) and splits it by what each value varies over:
+
+* values that vary by draw only, by unit only, or not at all are computed by XLA in a small
+  *prologue* (O(draws + units) work) and handed over as tables;
+* values that vary by draw *and* unit become one straight-line loop body, compiled by numba into a
+  ``prange`` loop that writes every output straight into the result (no intermediate buffers, no
+  per-chunk copy); ``exp`` is a polynomial the compiler can vectorise.
+
+The loop body is Python source assembled from a fixed table of operations (:data:`_OPS`) and
+numbered local names; every number (parameter, data value, literal of the traced code) reaches it
+through the tables, never through the source text. A program that uses an operation outside the
+table, reads per-element values from a matrix (group-level gathers, latent draws, policy tables), or
+reduces over draws or units is not covered: :func:`build` returns ``None`` and the XLA path runs.
+The loop is compiled once per query structure and process (about a second).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# The per-element operations the generated loop knows: primitive -> expression over its operands.
+_OPS = {
+    "add": "({0} + {1})", "sub": "({0} - {1})", "mul": "({0} * {1})", "div": "({0} / {1})",
+    "neg": "(-{0})", "abs": "abs({0})", "exp": "_exp({0})", "log": "math.log({0})",
+    "sqrt": "math.sqrt({0})", "cos": "math.cos({0})", "sin": "math.sin({0})", "erfc": "math.erfc({0})",
+    "log1p": "math.log1p({0})", "expm1": "math.expm1({0})", "floor": "np.floor({0})", "ceil": "np.ceil({0})",
+    "eq": "({0} == {1})", "ne": "({0} != {1})", "lt": "({0} < {1})", "le": "({0} <= {1})",
+    "gt": "({0} > {1})", "ge": "({0} >= {1})", "and": "({0} & {1})", "or": "({0} | {1})",
+    "xor": "({0} ^ {1})", "shift_right_logical": "({0} >> {1})", "shift_left": "({0} << {1})",
+    "is_finite": "np.isfinite({0})",
+}
+# operations that only reshape or relabel a value: per element, the value itself
+_SAME = {"broadcast_in_dim", "reshape", "squeeze", "copy", "copy_p", "convert_element_type"}
+_CALLS = {"pjit", "jit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call", "remat"}
+# table classes: floats (and booleans as 0/1) travel as float64, 64-bit integers as uint64
+_FLOAT, _INT = "f", "u"
+
+
+class Unsupported(Exception):
+    """The traced program uses something the generated loop does not cover."""
+
+
+# --------------------------------------------------------------------------- vectorisable exp
+def _make_exp():
+    from numba import njit, types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def _bits_to_float(typingctx, x):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(types.float64))
+        return types.float64(types.int64), codegen
+
+    sel = vector_select()
+    inv_ln2, ln2_hi, ln2_lo = 1.4426950408889634, 0.6931471803691238, 1.9082149292705877e-10
+    coef = tuple(1.0 / math.factorial(k) for k in range(14))
+
+    @njit(inline="always")
+    def _exp(x):
+        # exp(x) = 2^n exp(r), |r| <= ln2/2, exp(r) by its Taylor polynomial of degree 13 (truncation
+        # below 1e-17); 2^n as two factors so that results down to the subnormal range stay exact
+        xc = sel(x > -745.2, x, -745.2)
+        xc = sel(xc < 709.8, xc, 709.8)
+        n = np.floor(xc * inv_ln2 + 0.5)
+        r = (xc - n * ln2_hi) - n * ln2_lo
+        # Estrin's scheme: the terms in pairs, then pairs of pairs, so that the chain of dependent
+        # multiply-adds is 4 long instead of Horner's 13 (the loop was bound by that latency)
+        r2 = r * r
+        r4 = r2 * r2
+        r8 = r4 * r4
+        q0 = (coef[0] + coef[1] * r) + r2 * (coef[2] + coef[3] * r)
+        q1 = (coef[4] + coef[5] * r) + r2 * (coef[6] + coef[7] * r)
+        q2 = (coef[8] + coef[9] * r) + r2 * (coef[10] + coef[11] * r)
+        q3 = coef[12] + coef[13] * r
+        p = (q0 + r4 * q1) + r8 * (q2 + r4 * q3)
+        k = np.int64(n)
+        k1 = k >> 1
+        k2 = k - k1
+        y = p * _bits_to_float((k1 + 1023) << 52) * _bits_to_float((k2 + 1023) << 52)
+        y = sel(x > -745.2, y, 0.0)
+        y = sel(x < 709.8, y, np.inf)
+        return sel(x == x, y, x)
+
+    return _exp
+
+
+@functools.cache
+def vector_select():
+    """``_sel(p, a, b)``: ``a`` where ``p`` else ``b``, as one branch-free LLVM ``select`` (a Python
+    conditional expression becomes a branch, which stops numba's loops from vectorising).
+
+    Examples
+    --------
+    >>> from numba import njit
+    >>> sel = vector_select()
+    >>> njit(lambda p, a, b: sel(p, a, b))(False, 1.0, 2.0)
+    2.0
+    """
+    from numba import types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def _sel(typingctx, p, a, b):
+        if not isinstance(p, types.Boolean) or a != b:
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.select(args[0], args[1], args[2])
+        return a(p, a, b), codegen
+
+    return _sel
+
+
+@functools.cache
+def vector_exp():
+    """The loop's ``exp`` (numba, compiled on first use). Examples
+    --------
+    >>> e = vector_exp()
+    >>> abs(e(1.0) / math.e - 1) < 1e-15, e(-800.0), e(800.0)
+    (True, 0.0, inf)
+    """
+    return _make_exp()
+
+
+# --------------------------------------------------------------------------- jaxpr walking
+def _is_literal(a) -> bool:
+    return hasattr(a, "val") and not hasattr(a, "count")
+
+
+class _Value:
+    """One value of the flattened program (nested calls' inner variables are shared between call
+    sites, so every equation's outputs get a fresh one)."""
+
+    __slots__ = ("aval",)
+
+    def __init__(self, aval):
+        self.aval = aval
+
+
+def _flatten(jaxpr, env, out, consts):
+    """Append jaxpr's equations to ``out`` as (primitive, params, inputs, outputs), nested calls
+    inlined; ``env`` maps the jaxpr's variables to values of the flattened program."""
+    for cv, c in zip(jaxpr.constvars, consts, strict=True):
+        env[cv] = ("const", c)
+    for e in jaxpr.eqns:
+        ins = [a if _is_literal(a) else env.get(a, a) for a in e.invars]
+        name = e.primitive.name
+        if name in _CALLS:
+            sub = e.params.get("jaxpr") or e.params.get("call_jaxpr") or e.params.get("fun_jaxpr")
+            if sub is None:
+                raise Unsupported(f"call {name} without a jaxpr")
+            inner = sub.jaxpr if hasattr(sub, "jaxpr") else sub
+            sub_env = dict(zip(inner.invars, ins, strict=True))
+            _flatten(inner, sub_env, out, list(getattr(sub, "consts", ())))
+            for ov, iv in zip(e.outvars, inner.outvars, strict=True):
+                env[ov] = iv if _is_literal(iv) else sub_env.get(iv, iv)
+            continue
+        outs = [_Value(v.aval) for v in e.outvars]
+        env.update(zip(e.outvars, outs, strict=True))
+        out.append((e.primitive, e.params, ins, outs))
+    return out
+
+
+class _Plan:
+    """The traced program split into a prologue (XLA) and a loop body (numba)."""
+
+    def __init__(self, closed, n_draws: int, n_units: int):
+        self.S, self.U = n_draws, n_units
+        top: dict = {}
+        eqns = _flatten(closed.jaxpr, top, [], list(closed.consts))
+        self.invars = closed.jaxpr.invars
+        self.level: dict = {}  # var -> "scalar" | "draw" | "unit" | "full" | "matrix"
+        for v in self.invars:
+            self.level[v] = self._level(v.aval.shape)
+        self.pro, self.body = [], []
+        for eq in eqns:
+            prim, _, ins, outvars = eq
+            lv = [self._atom_level(a) for a in ins]
+            outs = [self._level(v.aval.shape) for v in outvars]
+            if "full" in outs:
+                if len(outvars) != 1 or "matrix" in lv:
+                    raise Unsupported(f"{prim.name} reads a matrix per element")
+                self.body.append(eq)
+            else:
+                if "full" in lv:
+                    raise Unsupported(f"{prim.name} reduces over draws or units")
+                self.pro.append(eq)
+            self.level.update(zip(outvars, outs, strict=True))
+        self.outvars = [top.get(v, v) if not _is_literal(v) else v for v in closed.jaxpr.outvars]
+        for v in self.outvars:
+            if _is_literal(v) or self.level.get(v) != "full":
+                raise Unsupported("an output is not computed per draw and unit")
+
+    def _level(self, shape) -> str:
+        dims = [d for d in shape if d != 1]
+        has_s, has_u = self.S in dims, self.U in dims
+        rest = [d for d in dims if d not in (self.S, self.U)]
+        if rest or len(dims) > 2:
+            return "matrix"
+        if has_s and has_u:
+            return "full" if tuple(d for d in shape if d != 1) == (self.S, self.U) else "matrix"
+        return "draw" if has_s else "unit" if has_u else "scalar"
+
+    def _atom_level(self, a) -> str:
+        if _is_literal(a):
+            return "scalar"
+        if isinstance(a, tuple):  # ("const", value)
+            return self._level(np.shape(a[1]))
+        return self.level[a]
+
+
+def _cls(dtype) -> str:
+    kind = np.dtype(dtype).kind
+    if kind in "fb":
+        return _FLOAT
+    if kind in "iu" and np.dtype(dtype).itemsize == 8:
+        return _INT
+    raise Unsupported(f"dtype {dtype}")
+
+
+class Loop:
+    """One query structure compiled: the prologue (XLA) and the loop (numba).
+
+    Call it with the result array, the first unit of a chunk, the chunk's number of real units and
+    the traced function's arguments for that chunk (padded to the traced shapes).
+    """
+
+    def __init__(self, closed, n_draws: int, n_units: int):
+        import jax
+
+        plan = _Plan(closed, n_draws, n_units)
+        self.n_out = len(plan.outvars)
+        self.source, reads = _source(plan)
+        self.kern = _compile(self.source)
+        self.prologue = jax.jit(_prologue(plan, reads))
+
+    def __call__(self, out, u0, nu, *args, threads: int = 1):
+        """Fill ``out[:, :, u0:u0 + nu]`` (outputs, draws, units) for one chunk of units, the draws
+        split between ``threads`` threads (the loop releases the GIL)."""
+        tabs = [np.asarray(t) for t in self.prologue(*args)]
+        S = out.shape[1]
+        cuts = np.linspace(0, S, min(threads, S) + 1).astype(int)
+        if len(cuts) <= 2:
+            self.kern(*tabs, out, u0, 0, S, nu)
+            return
+        with ThreadPoolExecutor(len(cuts) - 1) as ex:
+            list(ex.map(lambda i: self.kern(*tabs, out, u0, cuts[i], cuts[i + 1], nu), range(len(cuts) - 1)))
+
+
+_TABLES = (("scalar", _FLOAT), ("scalar", _INT), ("draw", _FLOAT), ("draw", _INT), ("unit", _FLOAT), ("unit", _INT))
+
+
+def _source(plan):
+    """The loop's source, and what it reads from the prologue: (level, class) -> values."""
+    reads: dict = {}
+    slot: dict = {}
+    names: dict = {}
+    top, row, body = [], [], []
+
+    def operand(a):
+        if not _is_literal(a) and not isinstance(a, tuple) and plan.level.get(a) == "full":
+            return names[a]
+        key = id(a) if isinstance(a, tuple) or _is_literal(a) else a
+        if key not in slot:
+            lv = plan._atom_level(a)
+            dt = np.asarray(a[1]).dtype if isinstance(a, tuple) else a.aval.dtype
+            c = _cls(dt)
+            lst = reads.setdefault((lv, c), [])
+            j = len(lst)
+            lst.append(a)
+            table = {"scalar": "C", "draw": "D", "unit": "V"}[lv] + c.upper()
+            conv = {"b": "({} != 0.0)", "i": "np.int64({})"}.get(np.dtype(dt).kind, "{}")
+            if lv == "unit":  # read per unit, inside the loop
+                slot[key] = conv.format(f"{table}[{j}, u]")
+            else:  # read once per draw (row) or once per call, before the loop over units
+                slot[key] = name = f"{table.lower()}{j}"
+                (row if lv == "draw" else top).append(f"{name} = " + conv.format(f"{table}[s, {j}]" if lv == "draw"
+                                                                                  else f"{table}[{j}]"))
+        return slot[key]
+
+    for i, (prim, params, ins, outvars) in enumerate(plan.body):
+        name, out = prim.name, outvars[0]
+        args = [operand(a) for a in ins]
+        if name == "convert_element_type":
+            expr = _convert(args[0], params["new_dtype"])
+        elif name in _SAME:
+            expr = args[0]
+        elif name == "select_n":
+            if len(args) != 3:
+                raise Unsupported("select_n with more than two cases")
+            expr = f"_sel({args[0]}, {args[2]}, {args[1]})"
+        elif name == "integer_pow" and params.get("y") == 2:
+            expr = f"({args[0]} * {args[0]})"
+        elif name == "not":
+            expr = f"({args[0]} ^ True)" if np.dtype(out.aval.dtype).kind == "b" else f"(~{args[0]})"
+        elif name in _OPS:
+            expr = _OPS[name].format(*args)
+        else:
+            raise Unsupported(f"operation {name}")
+        names[out] = f"x{i}"
+        body.append(f"x{i} = {expr}")
+    n_out = len(plan.outvars)
+    src = ["def kern(CF, CU, DF, DU, VF, VU, out, u0, s0, s1, nu):"]
+    src += ["    " + ln for ln in top]
+    src += ["    for s in range(s0, s1):"]
+    src += ["        " + ln for ln in row]
+    # outputs through row slices indexed from 0: an index known to be non-negative lets the
+    # compiler vectorise the loop (``out[k, s, u0 + u]`` needs a negative-index check)
+    src += [f"        o{k} = out[{k}, s, u0:u0 + nu]" for k in range(n_out)]
+    src += ["        for u in range(nu):"]
+    src += ["            " + ln for ln in body]
+    src += [f"            o{k}[u] = {names[v]}" for k, v in enumerate(plan.outvars)]
+    return "\n".join(src) + "\n", reads
+
+
+def _compile(source: str):
+    from numba import njit
+
+    _allow_alias_checks()
+    ns = {"np": np, "math": math, "_exp": vector_exp(), "_sel": vector_select()}
+    # the source holds operation names from _OPS and numbered names only (see the module docstring)
+    exec(compile(source, "<causal_wm.looped>", "exec"), ns)
+    # error_model="numpy": IEEE division (inf, nan) without a branch for Python's ZeroDivisionError.
+    # Threads are ours (nogil) rather than numba's prange, which tripled the compile time (3 s).
+    return njit(nogil=True, error_model="numpy")(ns["kern"])
+
+
+def _prologue(plan, reads):
+    """The function that computes, with XLA, every value the loop reads as a table."""
+    import jax.numpy as jnp
+
+    pro, invars, S, U = plan.pro, plan.invars, plan.S, plan.U
+    shapes = {"scalar": (), "draw": (S,), "unit": (U,)}
+
+    def prologue(*args):
+        env = dict(zip(invars, args, strict=True))
+
+        def read(a):
+            return a.val if _is_literal(a) else a[1] if isinstance(a, tuple) else env[a]
+
+        for prim, params, ins, outvars in pro:
+            res = prim.bind(*[read(a) for a in ins], **params)
+            env.update(zip(outvars, res if prim.multiple_results else [res], strict=True))
+        tabs = []
+        for lv, c in _TABLES:
+            n = shapes[lv]
+            cols = [jnp.broadcast_to(jnp.reshape(_as(read(a), c), (-1,) if n else ()), n)
+                    for a in reads.get((lv, c), [])]
+            if not cols:
+                tabs.append(jnp.zeros((1,) * (len(n) + 1), jnp.float64 if c == _FLOAT else jnp.uint64))
+            else:
+                tabs.append(jnp.stack(cols, axis=1 if lv == "draw" else 0))
+        return tuple(tabs)
+
+    return prologue
+
+
+@functools.cache
+def _allow_alias_checks() -> None:
+    """Let LLVM's loop vectoriser emit as many runtime overlap checks as the loop needs.
+
+    The loop reads per-unit tables and writes one row per output; LLVM cannot prove that these do
+    not overlap and, past 8 such checks (its default), leaves the loop scalar: four outputs ran 4x
+    slower. The option is process-wide and only changes how willingly loops are vectorised.
+    """
+    import llvmlite.binding as llvm
+
+    llvm.set_option("causal_wm", "-vectorize-memory-check-threshold=1024")
+
+
+def _as(x, c):
+    """``x`` as its table's type: float64 (booleans as 0/1), or uint64 (int64 bit for bit)."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    x = jnp.asarray(x)
+    if c == _FLOAT:
+        return x.astype(jnp.float64)
+    return lax.bitcast_convert_type(x, jnp.uint64) if x.dtype == jnp.int64 else x.astype(jnp.uint64)
+
+
+def _convert(arg, new_dtype) -> str:
+    to = np.dtype(new_dtype).kind
+    if to == "f":
+        return f"np.float64({arg})"
+    if to == "b":
+        return f"({arg} != 0)"
+    if to == "u":
+        return f"np.uint64({arg})"
+    if to == "i":
+        return f"np.int64({arg})"
+    raise Unsupported(f"conversion to {new_dtype}")

@@ -1,0 +1,171 @@
+"""The numba loop generated from the traced program (causal_wm/looped.py) against XLA's loop and the
+generic kernel.
+
+Parameters are drawn by NumPy and set as the posterior's draws (no MCMC), as in
+tests/test_fused_kernel.py, whose tolerances apply: continuous nodes to 1e-9 relative, discrete
+ones element for element but for rare last-bit flips of a comparison, and means within 4 MCSE.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import causal_wm as cw
+from causal_wm import fused, looped, queries
+from tests.test_fused_kernel import INTERVENTIONS, _agree, _posterior
+
+# every family the loop covers in a counterfactual (abducted, not drawn afresh), an interaction,
+# and outputs in original units through both transforms (z-scores and logs)
+PLAIN = {
+    "name": "looped_plain",
+    "nodes": {
+        "c": {"family": "normal"},
+        "x": {"family": "normal", "formula": "c"},
+        "t": {"family": "bernoulli", "formula": "c + x"},
+        "m": {"family": "lognormal", "formula": "t + c"},
+        "yt": {"family": "student_t", "formula": "t + m + x + t:c"},
+        "yb": {"family": "bernoulli", "formula": "m + c"},
+        "z": {"family": "normal", "formula": "yb + yt"},
+    },
+}
+COVERED = ["hard", "per_unit", "shift", "scale", "callable"]
+
+
+@pytest.fixture(scope="module")
+def plain():
+    return _posterior(PLAIN, 21)
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """The loops built during a test: a list that gets each _looped result (None: not covered)."""
+    built = []
+    real = fused._looped.__wrapped__
+
+    def record(*a):
+        loop = real(*a)
+        built.append(loop)
+        return loop
+
+    monkeypatch.setattr(fused, "_looped", record)
+    return built
+
+
+def _xla(post, df, do, monkeypatch, **kw):
+    with monkeypatch.context() as m:
+        m.setattr(fused, "USE_LOOP", False)
+        return queries.counterfactual(post, df, do, engine="fused", **kw)
+
+
+@pytest.mark.parametrize("kind", COVERED)
+def test_loop_equals_xla_and_the_generic_kernel(plain, kind, spy, monkeypatch):
+    df, post = plain
+    do = INTERVENTIONS[kind](df)
+    loop = queries.counterfactual(post, df, do, engine="fused")
+    assert spy and all(b is not None for b in spy), "the loop should cover this program"
+    xla = _xla(post, df, do, monkeypatch)
+    gen = queries.counterfactual(post, df, do, engine="generic")
+    assert set(loop.nodes) == set(xla.nodes) == set(gen.nodes)
+    for node in loop.nodes:
+        _agree(post, xla[node], loop[node], node)
+        _agree(post, gen[node], loop[node], node)
+        if post.scm.node(node).family == "normal" and node != "z":  # exact abduction, no transcendental
+            np.testing.assert_allclose(loop[node], gen[node], rtol=1e-12, atol=1e-12)
+
+
+def test_loop_consistency_and_effectiveness(plain, spy):
+    df, post = plain
+    same = queries.counterfactual(post, df, {"t": df["t"].to_numpy()}, engine="fused")
+    assert spy[-1] is not None
+    for node in same.nodes:
+        assert np.all(same[node] == df[node].to_numpy()[None, :]), node  # the data's own numbers
+    set_x = queries.counterfactual(post, df, {"x": 0.25}, engine="fused")
+    assert np.all(set_x["x"] == 0.25)
+
+
+def test_loop_results_do_not_depend_on_chunks_threads_or_draw_subsets(plain, monkeypatch):
+    df, post = plain
+    do = {"x": cw.shift(-0.4)}
+    whole = queries.counterfactual(post, df, do, engine="fused", seed=5)
+    monkeypatch.setattr(fused, "LOOP_UNITS", 7)  # 40 units: six chunks, the last one padded
+    monkeypatch.setattr(fused, "_threads", lambda: 3)  # draws split three ways
+    tiled = queries.counterfactual(post, df, do, engine="fused", seed=5)
+    for node in whole.nodes:
+        assert np.array_equal(whole[node], tiled[node]), node
+    sub = queries.counterfactual(post, df, do, engine="fused", seed=5, draws=17)
+    sub_xla = _xla(post, df, do, monkeypatch, seed=5, draws=17)
+    for node in sub.nodes:
+        assert sub[node].shape == (17, len(df))
+        _agree(post, sub_xla[node], sub[node], node)
+
+
+def test_programs_the_loop_does_not_cover_run_on_xla(spy):
+    counts = {"name": "looped_counts", "nodes": {
+        "x": {"family": "normal"},
+        "t": {"family": "bernoulli", "formula": "x"},
+        "y": {"family": "poisson", "formula": "t + x"},
+    }}
+    df, post = _posterior(counts, 22)
+    fast = queries.counterfactual(post, df, {"t": 1}, engine="fused")
+    gen = queries.counterfactual(post, df, {"t": 1}, engine="generic")
+    assert spy == [None]  # the count CDF walk is a while loop: not in the loop's table
+    for node in gen.nodes:
+        _agree(post, gen[node], fast[node], node)
+
+
+def test_vector_exp_is_within_two_ulp_of_numpy():
+    from numba import njit
+
+    exp = looped.vector_exp()
+
+    @njit
+    def many(x):
+        out = np.empty_like(x)
+        for i in range(x.size):
+            out[i] = exp(x[i])
+        return out
+
+    x = np.concatenate([np.linspace(-708.0, 709.7, 400_001), np.random.default_rng(0).normal(0.0, 3.0, 100_000)])
+    got, ref = many(x), np.exp(x)
+    ulp = np.abs(got - ref) / np.spacing(ref)
+    assert ulp.max() <= 2.0, ulp.max()
+    tiny = np.linspace(-745.0, -709.0, 10_001)  # subnormal results: to within the subnormal spacing
+    assert np.max(np.abs(many(tiny) - np.exp(tiny))) <= 2 * np.spacing(0.0)
+    special = np.array([np.nan, np.inf, -np.inf, 710.0, -746.0, 0.0, -0.0])
+    np.testing.assert_array_equal(many(special), [np.nan, np.inf, 0.0, np.inf, 0.0, 1.0, 1.0])
+
+
+def test_split_reads_each_value_by_what_it_varies_over():
+    jax = fused._jax()
+    S, U = 5, 7
+
+    def fn(theta, data):
+        a = theta[:, 0][:, None] * 2.0  # per draw
+        b = data[:, 1][None, :] + 1.0  # per unit
+        return (jax.numpy.exp(a * b) + theta[0, 1],)  # per draw and unit, plus a scalar
+
+    with jax.enable_x64(True):
+        closed = jax.make_jaxpr(fn)(jax.ShapeDtypeStruct((S, 3), np.float64), jax.ShapeDtypeStruct((U, 2), np.float64))
+        loop = looped.Loop(closed, S, U)
+        theta, data = np.random.default_rng(1).normal(size=(S, 3)), np.random.default_rng(2).normal(size=(U, 2))
+        out = np.full((1, S, U), np.nan)
+        loop(out, 0, U, theta, data, threads=2)
+        ref = np.exp((theta[:, 0][:, None] * 2.0) * (data[:, 1][None, :] + 1.0)) + theta[0, 1]
+    np.testing.assert_allclose(out[0], ref, rtol=1e-15)
+    # per draw and unit: the product, its exp and the sum; the rest came from the prologue's tables
+    body = [ln.strip() for ln in loop.source.split("for u in range")[1].splitlines()]
+    assert [ln.split(" = ")[1].split("(")[0] for ln in body if ln.startswith("x")] == ["", "_exp", ""]
+
+
+def test_summary_only_through_the_loop_reduces_its_draws(plain, spy, monkeypatch):
+    df, post = plain
+    do = {"t": 1}
+    monkeypatch.setattr(fused, "LOOP_SUMMARY_UNITS", 9)  # 40 units: five calls, the last one padded
+    full = queries.counterfactual(post, df, do, engine="fused")
+    summ = queries.counterfactual(post, df, do, engine="fused", summary_only=True, prob=0.8)
+    assert len(spy) == 2 and all(b is not None for b in spy)
+    for node, v in full.values.items():
+        v = np.asarray(v, dtype=float)
+        ref = np.stack([v.mean(0), v.std(0), *np.quantile(v, [0.1, 0.9], axis=0)], axis=-1)
+        np.testing.assert_allclose(summ.summaries[node], ref, rtol=1e-12, atol=1e-12, err_msg=node)
