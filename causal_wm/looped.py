@@ -186,6 +186,8 @@ class _Plan:
         for v in self.invars:
             self.level[v] = self._level(v.aval.shape)
         self.pro, self.body = [], []
+        # a reshape of a per-unit or per-draw value that keeps its level is the same table entry
+        self.root: dict = {}
         for eq in eqns:
             prim, _, ins, outvars = eq
             lv = [self._atom_level(a) for a in ins]
@@ -198,6 +200,9 @@ class _Plan:
                 if "full" in lv:
                     raise Unsupported(f"{prim.name} reduces over draws or units")
                 self.pro.append(eq)
+                if (prim.name in ("broadcast_in_dim", "reshape", "squeeze") and lv[0] == outs[0]
+                        and not _is_literal(ins[0]) and not isinstance(ins[0], tuple)):
+                    self.root[outvars[0]] = self.root.get(ins[0], ins[0])
             self.level.update(zip(outvars, outs, strict=True))
         self.outvars = [top.get(v, v) if not _is_literal(v) else v for v in closed.jaxpr.outvars]
         for v in self.outvars:
@@ -273,7 +278,13 @@ def _source(plan):
     def operand(a):
         if not _is_literal(a) and not isinstance(a, tuple) and plan.level.get(a) == "full":
             return names[a]
-        key = id(a) if isinstance(a, tuple) or _is_literal(a) else a
+        if isinstance(a, tuple):
+            key = id(a)
+        elif _is_literal(a):  # the same number of the same type: one entry
+            key = ("literal", np.asarray(a.val).tobytes(), str(a.aval.dtype))
+        else:
+            a = plan.root.get(a, a)
+            key = a
         if key not in slot:
             lv = plan._atom_level(a)
             dt = np.asarray(a[1]).dtype if isinstance(a, tuple) else a.aval.dtype
