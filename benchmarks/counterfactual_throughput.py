@@ -381,8 +381,8 @@ def main(argv=None) -> None:
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--draws", type=int, default=500, help="draws per chain (S = chains x draws)")
     ap.add_argument("--warmup", type=int, default=500)
-    ap.add_argument("--units", type=int, nargs="+", default=[10_000, 100_000],
-                    help="U for the all-draws rows (default 10000 100000)")
+    ap.add_argument("--units", type=int, nargs="+", default=[1_000, 10_000, 100_000],
+                    help="U for the all-draws rows (default 1000 10000 100000)")
     ap.add_argument("--summary-units", type=int, nargs="+", default=[10_000, 100_000],
                     help="U for causal_wm summary_only with all S draws (default 10000 100000)")
     ap.add_argument("--big-units", type=int, default=1_000_000,

@@ -1,11 +1,14 @@
 """Which way to specialise the query kernel to a model: measured, on the throughput benchmark's SCM.
 
-The generic kernel (``causal_wm/kernels.py``) interprets the model per (draw, unit). Two ways to
-specialise it without generating source text were tried on the 6-node model of
-``counterfactual_throughput.py`` (do(t=0) for U units x S = 1,000 draws, every draw kept):
+The generic kernel (``causal_wm/kernels.py``) interprets the model per (draw, unit). Three ways to
+specialise it were tried on the 6-node model of ``counterfactual_throughput.py`` (do(t=0) for U
+units x S = 1,000 draws, every draw kept):
 
-* ``jax traced`` (the engine shipped, ``causal_wm/fused.py``): the node walk runs in Python while
-  JAX traces it, and XLA compiles one fused loop per query structure;
+* ``jax traced, numba loop`` (the engine shipped, ``causal_wm/fused.py`` + ``causal_wm/looped.py``):
+  the node walk runs in Python while JAX traces it; what varies by draw only or by unit only is
+  computed by XLA, and what varies by both becomes one numba loop generated from the trace;
+* ``jax traced, XLA loop`` (the same trace, compiled by XLA into its own loop over chunks: the
+  shipped engine's path for programs the numba loop does not cover);
 * ``numba closures``: one ``@njit`` closure per node (its parents, columns and constants frozen
   into the closure), composed node by node into one ``prange`` loop. Written below for the
   families and sources this query needs (normal and bernoulli, DATA and ABDUCT, a hard value):
@@ -38,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from counterfactual_throughput import DO_T, MODEL, extract, numba_cf, simulate
 
 import causal_wm as cw
+from causal_wm import fused, queries
 from causal_wm import kernels as K
-from causal_wm import queries
 from causal_wm.testing import parameter_shapes, posterior_from_params
 from causal_wm.traced import nodes_of
 
@@ -198,8 +201,17 @@ def main(argv=None) -> None:
         rows.append((name, first, max(0.0, first - steady_small), t, S * U / t))
         print(f"  {name}: first call {first:.2f} s, {S * U / t:.2e} unit-draws/s", flush=True)
 
-    measure("jax traced (causal_wm fused)", lambda: None,
+    measure("jax traced, numba loop (causal_wm fused)", lambda: None,
             lambda _, u: queries.counterfactual(post, u, {"t": DO_T}, engine="fused"))
+
+    def xla(_, u):
+        fused.USE_LOOP = False
+        try:
+            return queries.counterfactual(post, u, {"t": DO_T}, engine="fused")
+        finally:
+            fused.USE_LOOP = True
+
+    measure("jax traced, XLA loop", lambda: None, xla)
     measure("numba closures (prototype)", lambda: numba_closures(post, "t", DO_T), lambda run, u: run(u))
     measure("generic kernel (interpreter)", lambda: None,
             lambda _, u: queries.counterfactual(post, u, {"t": DO_T}, engine="generic"))

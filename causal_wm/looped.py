@@ -261,8 +261,14 @@ class Loop:
         if len(cuts) <= 2:
             self.kern(*tabs, out, u0, 0, S, nu)
             return
-        with ThreadPoolExecutor(len(cuts) - 1) as ex:
-            list(ex.map(lambda i: self.kern(*tabs, out, u0, cuts[i], cuts[i + 1], nu), range(len(cuts) - 1)))
+        list(_pool(len(cuts) - 1).map(lambda i: self.kern(*tabs, out, u0, cuts[i], cuts[i + 1], nu),
+                                      range(len(cuts) - 1)))
+
+
+@functools.cache
+def _pool(n: int) -> ThreadPoolExecutor:
+    """A pool of ``n`` threads kept for the process (starting threads cost a millisecond a call)."""
+    return ThreadPoolExecutor(n, thread_name_prefix="causal_wm-loop")
 
 
 _TABLES = (("scalar", _FLOAT), ("scalar", _INT), ("draw", _FLOAT), ("draw", _INT), ("unit", _FLOAT), ("unit", _INT))
