@@ -1,31 +1,38 @@
 """The fused engine's traced program, run as one compiled numba loop over (draws x units).
 
-XLA compiles the traced structural equations (:mod:`causal_wm.traced`) into a loop whose per-element
-code recomputes every per-draw and per-unit subexpression, and vectorises ``exp`` poorly inside
-broadcasts; on a CPU it ran at a fifth of the speed of a loop written by hand for one model
-(docs/performance.md). This module takes the *same* traced program (its jaxpr, so both paths share
-one source of truth) and splits it by what each value varies over:
+XLA compiles the traced structural equations (:mod:`causal_wm.traced`) into a loop over each chunk
+whose per-element code recomputes every per-draw and per-unit subexpression and copies the chunk
+once more into the result; on a CPU it ran at about half the speed of a loop written by hand for one
+model (docs/performance.md). This module takes the *same* traced program (its jaxpr, so that both
+paths have one source of truth) and splits it by what each value varies over:
 
 * values that vary by draw only, by unit only, or not at all are computed by XLA in a small
   *prologue* (O(draws + units) work) and handed over as tables;
-* values that vary by draw *and* unit become one straight-line loop body, compiled by numba into a
-  ``prange`` loop that writes every output straight into the result (no intermediate buffers, no
-  per-chunk copy); ``exp`` is a polynomial the compiler can vectorise.
+* values that vary by draw *and* unit become one straight-line loop body, compiled by numba into
+  a loop that writes every output straight into the result (no intermediate chunk, no copy); its
+  ``exp`` and selects are the vectorisable ones of :mod:`causal_wm.vecmath`.
 
 The loop body is Python source assembled from a fixed table of operations (:data:`_OPS`) and
 numbered local names; every number (parameter, data value, literal of the traced code) reaches it
-through the tables, never through the source text. A program that uses an operation outside the
-table, reads per-element values from a matrix (group-level gathers, latent draws, policy tables), or
-reduces over draws or units is not covered: :func:`build` returns ``None`` and the XLA path runs.
-The loop is compiled once per query structure and process (about a second).
+through the tables, never through the source text, so the source depends on the query's structure
+only. It is written once to :func:`cache_dir` and imported from there, so that numba's on-disk cache
+serves later processes (compiling costs about a second; where no folder can be written, the loop
+is compiled in memory once per process). A program that uses an operation outside the table, reads
+per-element values from a matrix (group-level gathers, latent draws, policy tables), or reduces
+over draws or units is not covered: :class:`Loop` raises :class:`Unsupported` and the fused engine
+runs XLA's loop instead.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.util
 import logging
-import math
+import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
@@ -51,88 +58,6 @@ _FLOAT, _INT = "f", "u"
 
 class Unsupported(Exception):
     """The traced program uses something the generated loop does not cover."""
-
-
-# --------------------------------------------------------------------------- vectorisable exp
-def _make_exp():
-    from numba import njit, types
-    from numba.extending import intrinsic
-
-    @intrinsic
-    def _bits_to_float(typingctx, x):
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], context.get_value_type(types.float64))
-        return types.float64(types.int64), codegen
-
-    sel = vector_select()
-    inv_ln2, ln2_hi, ln2_lo = 1.4426950408889634, 0.6931471803691238, 1.9082149292705877e-10
-    coef = tuple(1.0 / math.factorial(k) for k in range(14))
-
-    @njit(inline="always")
-    def _exp(x):
-        # exp(x) = 2^n exp(r), |r| <= ln2/2, exp(r) by its Taylor polynomial of degree 13 (truncation
-        # below 1e-17); 2^n as two factors so that results down to the subnormal range stay exact
-        xc = sel(x > -745.2, x, -745.2)
-        xc = sel(xc < 709.8, xc, 709.8)
-        n = np.floor(xc * inv_ln2 + 0.5)
-        r = (xc - n * ln2_hi) - n * ln2_lo
-        # Estrin's scheme: the terms in pairs, then pairs of pairs, so that the chain of dependent
-        # multiply-adds is 4 long instead of Horner's 13 (the loop was bound by that latency)
-        r2 = r * r
-        r4 = r2 * r2
-        r8 = r4 * r4
-        q0 = (coef[0] + coef[1] * r) + r2 * (coef[2] + coef[3] * r)
-        q1 = (coef[4] + coef[5] * r) + r2 * (coef[6] + coef[7] * r)
-        q2 = (coef[8] + coef[9] * r) + r2 * (coef[10] + coef[11] * r)
-        q3 = coef[12] + coef[13] * r
-        p = (q0 + r4 * q1) + r8 * (q2 + r4 * q3)
-        k = np.int64(n)
-        k1 = k >> 1
-        k2 = k - k1
-        y = p * _bits_to_float((k1 + 1023) << 52) * _bits_to_float((k2 + 1023) << 52)
-        y = sel(x > -745.2, y, 0.0)
-        y = sel(x < 709.8, y, np.inf)
-        return sel(x == x, y, x)
-
-    return _exp
-
-
-@functools.cache
-def vector_select():
-    """``_sel(p, a, b)``: ``a`` where ``p`` else ``b``, as one branch-free LLVM ``select`` (a Python
-    conditional expression becomes a branch, which stops numba's loops from vectorising).
-
-    Examples
-    --------
-    >>> from numba import njit
-    >>> sel = vector_select()
-    >>> njit(lambda p, a, b: sel(p, a, b))(False, 1.0, 2.0)
-    2.0
-    """
-    from numba import types
-    from numba.extending import intrinsic
-
-    @intrinsic
-    def _sel(typingctx, p, a, b):
-        if not isinstance(p, types.Boolean) or a != b:
-            return None
-
-        def codegen(context, builder, signature, args):
-            return builder.select(args[0], args[1], args[2])
-        return a(p, a, b), codegen
-
-    return _sel
-
-
-@functools.cache
-def vector_exp():
-    """The loop's ``exp`` (numba, compiled on first use). Examples
-    --------
-    >>> e = vector_exp()
-    >>> abs(e(1.0) / math.e - 1) < 1e-15, e(-800.0), e(800.0)
-    (True, 0.0, inf)
-    """
-    return _make_exp()
 
 
 # --------------------------------------------------------------------------- jaxpr walking
@@ -343,16 +268,65 @@ def _source(plan):
     return "\n".join(src) + "\n", reads
 
 
-def _compile(source: str):
-    from numba import njit
+_HEADER = """\
+# Generated by causal_wm.looped from a traced query's structure (no numbers: they arrive as tables).
+# Safe to delete: it is written again when needed.
+import math
 
+import numpy as np
+from numba import njit
+
+from causal_wm.vecmath import select as _sel
+from causal_wm.vecmath import vexp as _exp
+
+
+# error_model="numpy": IEEE division (inf, nan) without a branch for Python's ZeroDivisionError.
+# nogil: the draws are split between threads of ours (numba's prange tripled the compile time).
+@njit(nogil=True, error_model="numpy", cache={cache})
+"""
+
+
+def cache_dir() -> Path | None:
+    """Where generated loops are kept so that numba's on-disk cache can serve the next process:
+    ``$CAUSAL_WM_CACHE``, else ``$XDG_CACHE_HOME/causal_wm`` or ``~/.cache/causal_wm``; None where
+    that cannot be written (the loop is then compiled in memory, once per process)."""
+    env = os.environ.get("CAUSAL_WM_CACHE")
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "causal_wm"
+    path = base / "loops"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return path if os.access(path, os.W_OK) else None
+
+
+def _compile(source: str):
+    """The numba function of ``source``: from a module in :func:`cache_dir` (compiled code cached
+    on disk by numba, keyed by the source's hash), or compiled in memory where there is none."""
     _allow_alias_checks()
-    ns = {"np": np, "math": math, "_exp": vector_exp(), "_sel": vector_select()}
+    text = _HEADER.format(cache=True) + source  # the header is hashed too: a new header, a new file
+    digest = hashlib.sha256(text.encode()).hexdigest()[:24]
+    folder = cache_dir()
+    if folder is not None:
+        path = folder / f"loop_{digest}.py"
+        try:
+            if not path.is_file():
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(text, encoding="utf-8")
+                os.replace(tmp, path)  # atomic: another process sees the whole file or none
+            name = f"causal_wm_loop_{digest}"
+            if name not in sys.modules:  # numba's cache finds the function's module by this name
+                spec = importlib.util.spec_from_file_location(name, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module
+                spec.loader.exec_module(module)
+            return sys.modules[name].kern
+        except OSError as exc:
+            log.debug("loop cache not used (%s)", exc)
+    namespace: dict = {}
     # the source holds operation names from _OPS and numbered names only (see the module docstring)
-    exec(compile(source, "<causal_wm.looped>", "exec"), ns)
-    # error_model="numpy": IEEE division (inf, nan) without a branch for Python's ZeroDivisionError.
-    # Threads are ours (nogil) rather than numba's prange, which tripled the compile time (3 s).
-    return njit(nogil=True, error_model="numpy")(ns["kern"])
+    exec(compile(_HEADER.format(cache=False) + source, f"<causal_wm loop {digest}>", "exec"), namespace)
+    return namespace["kern"]
 
 
 def _prologue(plan, reads):

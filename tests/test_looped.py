@@ -117,7 +117,7 @@ def test_programs_the_loop_does_not_cover_run_on_xla(spy):
 def test_vector_exp_is_within_two_ulp_of_numpy():
     from numba import njit
 
-    exp = looped.vector_exp()
+    from causal_wm.vecmath import vexp as exp
 
     @njit
     def many(x):
@@ -169,3 +169,43 @@ def test_summary_only_through_the_loop_reduces_its_draws(plain, spy, monkeypatch
         v = np.asarray(v, dtype=float)
         ref = np.stack([v.mean(0), v.std(0), *np.quantile(v, [0.1, 0.9], axis=0)], axis=-1)
         np.testing.assert_allclose(summ.summaries[node], ref, rtol=1e-12, atol=1e-12, err_msg=node)
+
+
+_CACHED = """
+import numpy as np
+from causal_wm import fused, looped
+jax = fused._jax()
+def fn(theta, data):
+    return (jax.numpy.exp(theta[:, 0][:, None] * data[:, 1][None, :]),)
+with jax.enable_x64(True):
+    closed = jax.make_jaxpr(fn)(jax.ShapeDtypeStruct((5, 3), np.float64), jax.ShapeDtypeStruct((7, 2), np.float64))
+    loop = looped.Loop(closed, 5, 7)
+    out = np.zeros((1, 5, 7))
+    loop(out, 0, 7, np.ones((5, 3)), np.ones((7, 2)))
+print(sum(loop.kern.stats.cache_hits.values()), sum(loop.kern.stats.cache_misses.values()), out[0, 0, 0])
+"""
+
+
+def test_generated_loops_are_compiled_once_across_processes(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CAUSAL_WM_CACHE": str(tmp_path), "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    runs = [subprocess.run([sys.executable, "-c", _CACHED], env=env, capture_output=True, text=True, check=True)
+            for _ in range(2)]
+    first, second = (r.stdout.split() for r in runs)
+    assert first[:2] == ["0", "1"] and second[:2] == ["1", "0"], (first, second)  # miss, then a hit from disk
+    assert float(first[2]) == float(second[2]) == np.exp(1.0)
+    files = list((tmp_path / "loops").glob("loop_*.py"))
+    assert len(files) == 1 and "np.float64(" not in files[0].read_text().split("def kern")[0]
+
+
+def test_loops_compile_in_memory_where_no_cache_folder_can_be_written(monkeypatch):
+    monkeypatch.setattr(looped, "cache_dir", lambda: None)
+    src = "def kern(CF, CU, DF, DU, VF, VU, out, u0, s0, s1, nu):\n    out[0, 0, 0] = _exp(CF[0])\n"
+    kern = looped._compile(src)
+    out = np.zeros((1, 1, 1))
+    kern(np.array([1.0]), np.zeros(1, np.uint64), np.zeros((1, 1)), np.zeros((1, 1), np.uint64), np.zeros((1, 1)),
+         np.zeros((1, 1), np.uint64), out, 0, 0, 1, 1)
+    assert out[0, 0, 0] == pytest.approx(np.e, rel=1e-15)
