@@ -4,8 +4,10 @@ The generic kernels (:mod:`causal_wm.kernels`) interpret a model's flat layout f
 (draw, unit): per element they branch on source, family and intervention kind, and walk parent
 and term lists. That dispatch, not arithmetic or memory, bounded them (docs/performance.md).
 Here the walk over the nodes runs once, in Python, while JAX traces it (:mod:`causal_wm.traced`):
-XLA receives straight-line code specialised to the model and the query and fuses abduction,
-action and prediction into one loop over a chunk of (draws x units). No source text is generated.
+the traced program is straight-line code specialised to the model and the query, with abduction,
+action and prediction in one pass. It runs as a numba loop generated from the trace
+(:mod:`causal_wm.looped`: all-draws counterfactuals and ``summary_only``, where the loop covers the
+program), or else as XLA's own loop over each chunk of (draws x units).
 
 * **Same semantics.** Every step mirrors the generic kernel (sources DATA/LATENT/FRESH/ABDUCT/OTHER,
   the couplings, interventions, the consistency rule) and draws the same counter-based random
@@ -44,8 +46,9 @@ ENGINES = ("auto", "fused", "generic")
 # the all-draws mode and 1.05x in summary_only; 2^14 ran 0.65x.
 CHUNK_ELEMENTS = 1 << 18
 # "auto" compiles only for queries this large (draws x units): compiling costs 0.2-1.5 s per query
-# structure (a few seconds with count families; benchmarks/engine_choice.py), in which the generic
-# kernel (1e6-2.5e6 unit-draws/s on two cores) answers smaller queries.
+# structure with XLA (a few seconds with count families), 1-2 s for a numba loop the first time
+# (then read from disk; benchmarks/engine_choice.py), in which the generic kernel (1e6-3e6
+# unit-draws/s on two cores) answers smaller queries.
 AUTO_MIN_WORK = 1 << 21
 # The all-draws counterfactual runs as a numba loop generated from the traced program
 # (causal_wm.looped) where that covers the program; False runs XLA's loop (tests compare the two).
