@@ -496,7 +496,7 @@ def _refute_view(r: Mapping) -> dict:
                         _p(x.get("p_value")), "passed" if x.get("passed") else "failed"],
               "flag": not x.get("passed")} for x in rows]
     return {"sentence": sentence, "columns": ["refuter", "estimate", "after refutation", "p-value", "verdict"],
-            "rows": table}
+            "rows": table, "note": r.get("note") or ""}
 
 
 def _sensitivity_view(r: Mapping) -> dict:

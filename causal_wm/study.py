@@ -636,7 +636,8 @@ def _check_refute(post, e) -> dict:
     from causal_wm.checks import refute
 
     n = int(e.get("num_simulations", 20))
-    return {"num_simulations": n, "rows": _records(refute(post, e["outcome"], e["treatment"], num_simulations=n))}
+    tab = refute(post, e["outcome"], e["treatment"], num_simulations=n)
+    return {"num_simulations": n, "note": tab.attrs.get("note", ""), "rows": _records(tab)}
 
 
 def _check_sensitivity(post, e) -> dict:

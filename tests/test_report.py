@@ -237,3 +237,16 @@ def test_a_query_kind_the_report_does_not_know_is_shown_as_a_table(copy):
     (copy / "results.json").write_text(json.dumps(res))
     text = _html(cw.report(copy).parent)
     assert "1,234" in text and "0.0123" in text and "mediation" in text
+
+
+def test_refutation_note_on_complete_cases_reaches_the_report():
+    from causal_wm.reporting import checks_section
+
+    note = "complete cases: 180 rows (20 with missing values left out)"
+    rec = {"kind": "refute", "outcome": "y", "treatment": "t", "num_simulations": 5, "note": note,
+           "rows": [{"refuter": "placebo_treatment", "estimate": 1.0, "new_effect": 0.01, "p_value": 0.4,
+                     "passed": True}]}
+    (item,) = checks_section([rec])
+    assert item["note"] == note and item["rows"][0]["cells"][-1] == "passed"
+    (plain,) = checks_section([{**rec, "note": ""}])
+    assert plain["note"] == ""
