@@ -17,9 +17,10 @@ numbered local names; every number (parameter, data value, literal of the traced
 through the tables, never through the source text, so the source depends on the query's structure
 only. It is written once to :func:`cache_dir` and imported from there, so that numba's on-disk cache
 serves later processes (compiling costs about a second; where no folder can be written, the loop
-is compiled in memory once per process). A program that uses an operation outside the table, reads
-per-element values from a matrix (group-level gathers, latent draws, policy tables), or reduces
-over draws or units is not covered: :class:`Loop` raises :class:`Unsupported` and the fused engine
+is compiled in memory once per process). Group-level terms read row s of the parameter draws at each
+element's column (the trace marks them with a named call, ``traced._rows_take``). A program that uses
+an operation outside the table, reads other per-element values from a matrix (latent draws, policy
+tables), or reduces over draws or units is not covered: :class:`Loop` raises :class:`Unsupported` and the fused engine
 runs XLA's loop instead.
 """
 
@@ -56,6 +57,14 @@ _CALLS = {"pjit", "jit", "closed_call", "core_call", "custom_jvp_call", "custom_
 _FLOAT, _INT = "f", "u"
 
 
+# traced.Trace.gather's named call: th[s, col], a per-element column of row s of the parameter draws
+ROWS_TAKE = "rows_take"
+
+
+def _is_rows_take(prim, params) -> bool:
+    return prim.name in _CALLS and params.get("name") == ROWS_TAKE
+
+
 class Unsupported(Exception):
     """The traced program uses something the generated loop does not cover."""
 
@@ -83,6 +92,11 @@ def _flatten(jaxpr, env, out, consts):
     for e in jaxpr.eqns:
         ins = [a if _is_literal(a) else env.get(a, a) for a in e.invars]
         name = e.primitive.name
+        if name in _CALLS and e.params.get("name") == ROWS_TAKE:  # kept whole: the loop reads it directly
+            outs = [_Value(v.aval) for v in e.outvars]
+            env.update(zip(e.outvars, outs, strict=True))
+            out.append((e.primitive, e.params, ins, outs))
+            continue
         if name in _CALLS:
             sub = e.params.get("jaxpr") or e.params.get("call_jaxpr") or e.params.get("fun_jaxpr")
             if sub is None:
@@ -111,13 +125,21 @@ class _Plan:
         for v in self.invars:
             self.level[v] = self._level(v.aval.shape)
         self.pro, self.body = [], []
+        self.mats: list = []  # inputs the loop reads per element (parameter draws, by group column)
         # a reshape of a per-unit or per-draw value that keeps its level is the same table entry
         self.root: dict = {}
         for eq in eqns:
-            prim, _, ins, outvars = eq
+            prim, params, ins, outvars = eq
             lv = [self._atom_level(a) for a in ins]
             outs = [self._level(v.aval.shape) for v in outvars]
-            if "full" in outs:
+            if "full" in outs and _is_rows_take(prim, params):
+                th = ins[0]
+                if th not in self.invars or len(th.aval.shape) != 2 or th.aval.shape[0] != self.S:
+                    raise Unsupported("a group-level gather from something other than the parameter draws")
+                if th not in self.mats:
+                    self.mats.append(th)
+                self.body.append(eq)
+            elif "full" in outs:
                 if len(outvars) != 1 or "matrix" in lv:
                     raise Unsupported(f"{prim.name} reads a matrix per element")
                 self.body.append(eq)
@@ -173,6 +195,7 @@ class Loop:
 
         plan = _Plan(closed, n_draws, n_units)
         self.n_out = len(plan.outvars)
+        self.mat_args = [plan.invars.index(m) for m in plan.mats]
         self.source, reads = _source(plan)
         self.kern = _compile(self.source)
         self.prologue = jax.jit(_prologue(plan, reads))
@@ -181,12 +204,13 @@ class Loop:
         """Fill ``out[:, :, u0:u0 + nu]`` (outputs, draws, units) for one chunk of units, the draws
         split between ``threads`` threads (the loop releases the GIL)."""
         tabs = [np.asarray(t) for t in self.prologue(*args)]
+        tabs += [np.ascontiguousarray(args[i], dtype=np.float64) for i in self.mat_args]
         S = out.shape[1]
         cuts = np.linspace(0, S, min(threads, S) + 1).astype(int)
         if len(cuts) <= 2:
-            self.kern(*tabs, out, u0, 0, S, nu)
+            self.kern(*tabs[:6], out, u0, 0, S, nu, *tabs[6:])
             return
-        list(_pool(len(cuts) - 1).map(lambda i: self.kern(*tabs, out, u0, cuts[i], cuts[i + 1], nu),
+        list(_pool(len(cuts) - 1).map(lambda i: self.kern(*tabs[:6], out, u0, cuts[i], cuts[i + 1], nu, *tabs[6:]),
                                       range(len(cuts) - 1)))
 
 
@@ -235,6 +259,11 @@ def _source(plan):
 
     for i, (prim, params, ins, outvars) in enumerate(plan.body):
         name, out = prim.name, outvars[0]
+        if _is_rows_take(prim, params):  # row s of the parameter draws, at this element's column
+            expr = f"M{plan.mats.index(ins[0])}[s, np.int64({operand(ins[2])})]"
+            names[out] = f"x{i}"
+            body.append(f"x{i} = {expr}")
+            continue
         args = [operand(a) for a in ins]
         if name == "convert_element_type":
             expr = _convert(args[0], params["new_dtype"])
@@ -255,7 +284,8 @@ def _source(plan):
         names[out] = f"x{i}"
         body.append(f"x{i} = {expr}")
     n_out = len(plan.outvars)
-    src = ["def kern(CF, CU, DF, DU, VF, VU, out, u0, s0, s1, nu):"]
+    mats = "".join(f", M{k}" for k in range(len(plan.mats)))
+    src = [f"def kern(CF, CU, DF, DU, VF, VU, out, u0, s0, s1, nu{mats}):"]
     src += ["    " + ln for ln in top]
     src += ["    for s in range(s0, s1):"]
     src += ["        " + ln for ln in row]

@@ -14,6 +14,7 @@ Everything here runs under ``jax.enable_x64(True)`` (set by the caller).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from functools import reduce
@@ -103,6 +104,17 @@ def _mix(z):
     z = (z ^ (z >> np.uint64(30))) * _M2
     z = (z ^ (z >> np.uint64(27))) * _M3
     return z ^ (z >> np.uint64(31))
+
+
+@functools.cache
+def _rows_take():
+    """``th[s, col]``, as a named call that :mod:`causal_wm.looped` recognises (a loop reads row s of
+    the parameter draws at column ``col``; the jaxpr's generic gather does not say that)."""
+
+    def rows_take(th, s, col):
+        return th[s, col]
+
+    return jax.jit(rows_take, inline=False)
 
 
 def sigmoid(x):
@@ -270,7 +282,7 @@ class Trace:
     def gather(self, col):
         """theta[s, col] where the column differs by element (group-level terms)."""
         s = self.draw(jnp.arange(self.th.shape[0]))
-        return self.th[s, col]
+        return _rows_take()(self.th, s, col)
 
     def pfv(self, k, j):
         return self.pf[k, j]

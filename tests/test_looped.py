@@ -209,3 +209,29 @@ def test_loops_compile_in_memory_where_no_cache_folder_can_be_written(monkeypatc
     kern(np.array([1.0]), np.zeros(1, np.uint64), np.zeros((1, 1)), np.zeros((1, 1), np.uint64), np.zeros((1, 1)),
          np.zeros((1, 1), np.uint64), out, 0, 0, 1, 1)
     assert out[0, 0, 0] == pytest.approx(np.e, rel=1e-15)
+
+
+GROUPS = {
+    "name": "looped_groups",
+    "nodes": {
+        "g": {"family": "categorical", "levels": ["a", "b", "c", "d"]},
+        "x": {"family": "normal", "formula": "1 + (1 | g)"},
+        "t": {"family": "bernoulli", "formula": "x + (1 | g)"},
+        "y": {"family": "normal", "formula": "t + x + (t | g)"},
+        "yb": {"family": "bernoulli", "formula": "y + (1 | g)"},
+    },
+}
+
+
+@pytest.mark.parametrize("kind", ["hard", "per_unit", "shift"])
+def test_group_level_terms_run_in_the_loop(kind, spy, monkeypatch):
+    df, post = _posterior(GROUPS, 23)
+    do = INTERVENTIONS[kind](df)
+    loop = queries.counterfactual(post, df, do, engine="fused")
+    assert spy and all(b is not None for b in spy)
+    assert "M0[s, np.int64(" in spy[0].source  # the group's column of the draw's row, per element
+    xla = _xla(post, df, do, monkeypatch)
+    gen = queries.counterfactual(post, df, do, engine="generic")
+    for node in loop.nodes:
+        _agree(post, xla[node], loop[node], node)
+        _agree(post, gen[node], loop[node], node)
