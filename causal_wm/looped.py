@@ -16,8 +16,8 @@ The loop body is Python source assembled from a fixed table of operations (:data
 numbered local names; every number (parameter, data value, literal of the traced code) reaches it
 through the tables, never through the source text, so the source depends on the query's structure
 only. It is written once to :func:`cache_dir` and imported from there, so that numba's on-disk cache
-serves later processes (compiling costs about a second; where no folder can be written, the loop
-is compiled in memory once per process). Group-level terms read row s of the parameter draws at each
+serves later processes (compiling costs about a second; where that folder cannot be written, a
+temporary one serves the process). Group-level terms read row s of the parameter draws at each
 element's column (the trace marks them with a named call, ``traced._rows_take``). A program that uses
 an operation outside the table, reads other per-element values from a matrix (latent draws, policy
 tables), or reduces over draws or units is not covered: :class:`Loop` raises :class:`Unsupported` and the fused engine
@@ -32,6 +32,7 @@ import importlib.util
 import logging
 import os
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -312,51 +313,54 @@ from causal_wm.vecmath import vexp as _exp
 
 # error_model="numpy": IEEE division (inf, nan) without a branch for Python's ZeroDivisionError.
 # nogil: the draws are split between threads of ours (numba's prange tripled the compile time).
-@njit(nogil=True, error_model="numpy", cache={cache})
+@njit(nogil=True, error_model="numpy", cache=True)
 """
 
 
-def cache_dir() -> Path | None:
+def cache_dir() -> Path:
     """Where generated loops are kept so that numba's on-disk cache can serve the next process:
-    ``$CAUSAL_WM_CACHE``, else ``$XDG_CACHE_HOME/causal_wm`` or ``~/.cache/causal_wm``; None where
-    that cannot be written (the loop is then compiled in memory, once per process)."""
+    ``$CAUSAL_WM_CACHE``, else ``$XDG_CACHE_HOME/causal_wm`` or ``~/.cache/causal_wm``; where that
+    cannot be written, a temporary folder for this process (the loop is then compiled once per
+    process)."""
     env = os.environ.get("CAUSAL_WM_CACHE")
     base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "causal_wm"
     path = base / "loops"
     try:
         path.mkdir(parents=True, exist_ok=True)
+        if os.access(path, os.W_OK):
+            return path
     except OSError:
-        return None
-    return path if os.access(path, os.W_OK) else None
+        pass
+    return _process_dir()
+
+
+@functools.cache
+def _process_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="causal_wm_loops_"))
 
 
 def _compile(source: str):
-    """The numba function of ``source``: from a module in :func:`cache_dir` (compiled code cached
-    on disk by numba, keyed by the source's hash), or compiled in memory where there is none."""
+    """The numba function of ``source``, from a module written to :func:`cache_dir` under the hash
+    of its text (numba's on-disk cache keeps the compiled code next to it)."""
     _allow_alias_checks()
-    text = _HEADER.format(cache=True) + source  # the header is hashed too: a new header, a new file
+    text = _HEADER + source  # the header is hashed too: a new header, a new file
     digest = hashlib.sha256(text.encode()).hexdigest()[:24]
-    folder = cache_dir()
-    if folder is not None:
-        path = folder / f"loop_{digest}.py"
+    name = f"causal_wm_loop_{digest}"
+    if name not in sys.modules:  # numba's cache finds the function's module by this name
+        path = cache_dir() / f"loop_{digest}.py"
         try:
             if not path.is_file():
                 tmp = path.with_suffix(f".{os.getpid()}.tmp")
                 tmp.write_text(text, encoding="utf-8")
                 os.replace(tmp, path)  # atomic: another process sees the whole file or none
-            name = f"causal_wm_loop_{digest}"
-            if name not in sys.modules:  # numba's cache finds the function's module by this name
-                spec = importlib.util.spec_from_file_location(name, path)
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[name] = module
-                spec.loader.exec_module(module)
-            return sys.modules[name].kern
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
         except OSError as exc:
-            log.debug("loop cache not used (%s)", exc)
-    namespace: dict = {}
-    # the source holds operation names from _OPS and numbered names only (see the module docstring)
-    exec(compile(_HEADER.format(cache=False) + source, f"<causal_wm loop {digest}>", "exec"), namespace)
-    return namespace["kern"]
+            sys.modules.pop(name, None)
+            raise Unsupported(f"the loop's module could not be written ({exc})") from exc
+    return sys.modules[name].kern
 
 
 def _prologue(plan, reads):

@@ -8,6 +8,8 @@ ones element for element but for rare last-bit flips of a comparison, and means 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -187,7 +189,6 @@ print(sum(loop.kern.stats.cache_hits.values()), sum(loop.kern.stats.cache_misses
 
 
 def test_generated_loops_are_compiled_once_across_processes(tmp_path):
-    import os
     import subprocess
     import sys
 
@@ -201,14 +202,22 @@ def test_generated_loops_are_compiled_once_across_processes(tmp_path):
     assert len(files) == 1 and "np.float64(" not in files[0].read_text().split("def kern")[0]
 
 
-def test_loops_compile_in_memory_where_no_cache_folder_can_be_written(monkeypatch):
-    monkeypatch.setattr(looped, "cache_dir", lambda: None)
-    src = "def kern(CF, CU, DF, DU, VF, VU, out, u0, s0, s1, nu):\n    out[0, 0, 0] = _exp(CF[0])\n"
+def test_loops_use_a_temporary_folder_where_the_cache_folder_cannot_be_written(tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    monkeypatch.setenv("CAUSAL_WM_CACHE", str(locked / "sub"))
+    if os.access(locked, os.W_OK):  # running as root: permissions do not bind
+        monkeypatch.setattr(looped.Path, "mkdir", lambda *a, **k: (_ for _ in ()).throw(PermissionError("no")))
+    folder = looped.cache_dir()
+    assert folder == looped._process_dir() and folder.is_dir()
+    src = "def kern(CF, CU, DF, DU, VF, VU, out, u0, s0, s1, nu):\n    out[0, 0, 0] = _exp(CF[0]) + 1.0\n"
     kern = looped._compile(src)
     out = np.zeros((1, 1, 1))
     kern(np.array([1.0]), np.zeros(1, np.uint64), np.zeros((1, 1)), np.zeros((1, 1), np.uint64), np.zeros((1, 1)),
          np.zeros((1, 1), np.uint64), out, 0, 0, 1, 1)
-    assert out[0, 0, 0] == pytest.approx(np.e, rel=1e-15)
+    assert out[0, 0, 0] == pytest.approx(np.e + 1.0, rel=1e-15)
+    assert list(folder.glob("loop_*.py"))
 
 
 GROUPS = {
