@@ -279,6 +279,10 @@ def _source(plan):
         elif name == "not":
             expr = f"({args[0]} ^ True)" if np.dtype(out.aval.dtype).kind == "b" else f"(~{args[0]})"
         elif name in _OPS:
+            kind = np.dtype(ins[0].aval.dtype).kind if hasattr(ins[0], "aval") else "f"
+            # Python's / and >> differ from XLA's on integers (true division; arithmetic shift of int64)
+            if (name == "div" and kind in "iu") or (name == "shift_right_logical" and kind != "u"):
+                raise Unsupported(f"{name} on {ins[0].aval.dtype}")
             expr = _OPS[name].format(*args)
         else:
             raise Unsupported(f"operation {name}")

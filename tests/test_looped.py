@@ -244,3 +244,13 @@ def test_group_level_terms_run_in_the_loop(kind, spy, monkeypatch):
     for node in loop.nodes:
         _agree(post, xla[node], loop[node], node)
         _agree(post, gen[node], loop[node], node)
+
+
+def test_integer_operations_python_spells_differently_are_not_translated():
+    jax = fused._jax()
+    S, U = 5, 7
+    spec = (jax.ShapeDtypeStruct((S, 1), np.int64), jax.ShapeDtypeStruct((1, U), np.int64))
+    with jax.enable_x64(True):
+        for fn in (lambda a, b: (jax.lax.div(a * b, b + 3),), lambda a, b: (jax.lax.shift_right_logical(a * b, b),)):
+            with pytest.raises(looped.Unsupported):
+                looped.Loop(jax.make_jaxpr(fn)(*spec), S, U)
