@@ -327,13 +327,13 @@ def cache_dir() -> Path:
     cannot be written, a temporary folder for this process (the loop is then compiled once per
     process)."""
     env = os.environ.get("CAUSAL_WM_CACHE")
-    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "causal_wm"
-    path = base / "loops"
-    try:
+    try:  # Path.home() raises RuntimeError where there is no home directory
+        base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "causal_wm"
+        path = base / "loops"
         path.mkdir(parents=True, exist_ok=True)
         if os.access(path, os.W_OK):
             return path
-    except OSError:
+    except (OSError, RuntimeError):
         pass
     return _process_dir()
 
