@@ -333,14 +333,9 @@ def counterfactual_summary(arrays, theta, data, orig, lat, units, draws, key, sr
 
         def summarise(u0, nu):
             rows = np.ascontiguousarray(buf[:, :, :nu].transpose(0, 2, 1))  # (outputs, units, draws)
-            cuts = np.linspace(0, nu, min(_threads(), nu) + 1).astype(int)
+            split(nu, _threads(), lambda a, b: K.summarise_rows(rows[:, a:b], b - a, lo_q, hi_q, out[u0 + a:u0 + b]))
 
-            def part(i):
-                a, b = cuts[i], cuts[i + 1]
-                K.summarise_rows(rows[:, a:b], b - a, lo_q, hi_q, out[u0 + a:u0 + b])
-
-            with ThreadPoolExecutor(len(cuts) - 1) as ex:
-                list(ex.map(part, range(len(cuts) - 1)))
+        from causal_wm.looped import split
 
         _loop_run(plan, inp, draws, units, ivu, lambda u0: (buf, 0), summarise)
         return out

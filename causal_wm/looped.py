@@ -206,18 +206,29 @@ class Loop:
         split between ``threads`` threads (the loop releases the GIL)."""
         tabs = [np.asarray(t) for t in self.prologue(*args)]
         tabs += [np.ascontiguousarray(args[i], dtype=np.float64) for i in self.mat_args]
-        S = out.shape[1]
-        cuts = np.linspace(0, S, min(threads, S) + 1).astype(int)
-        if len(cuts) <= 2:
-            self.kern(*tabs[:6], out, u0, 0, S, nu, *tabs[6:])
-            return
-        list(_pool(len(cuts) - 1).map(lambda i: self.kern(*tabs[:6], out, u0, cuts[i], cuts[i + 1], nu, *tabs[6:]),
-                                      range(len(cuts) - 1)))
+        split(out.shape[1], threads, lambda a, b: self.kern(*tabs[:6], out, u0, a, b, nu, *tabs[6:]))
+
+
+def split(n: int, threads: int, fn) -> None:
+    """``fn(lo, hi)`` over ``range(n)`` cut into at most ``threads`` contiguous parts, run on a pool
+    of threads kept for the process (starting threads per call cost a millisecond each time).
+
+    Examples
+    --------
+    >>> seen = []
+    >>> split(10, 3, lambda a, b: seen.append((a, b)))
+    >>> sorted(seen)
+    [(0, 3), (3, 6), (6, 10)]
+    """
+    cuts = [int(c) for c in np.linspace(0, n, min(threads, n) + 1)]
+    if len(cuts) <= 2:
+        fn(0, n)
+        return
+    list(_pool(len(cuts) - 1).map(lambda i: fn(cuts[i], cuts[i + 1]), range(len(cuts) - 1)))
 
 
 @functools.cache
 def _pool(n: int) -> ThreadPoolExecutor:
-    """A pool of ``n`` threads kept for the process (starting threads cost a millisecond a call)."""
     return ThreadPoolExecutor(n, thread_name_prefix="causal_wm-loop")
 
 
