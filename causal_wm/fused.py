@@ -332,8 +332,7 @@ def counterfactual_summary(arrays, theta, data, orig, lat, units, draws, key, sr
         buf = np.empty((len(outputs), S, plan[2]))
 
         def summarise(u0, nu):
-            rows = np.ascontiguousarray(buf[:, :, :nu].transpose(0, 2, 1))  # (outputs, units, draws)
-            split(nu, _threads(), lambda a, b: K.summarise_rows(rows[:, a:b], b - a, lo_q, hi_q, out[u0 + a:u0 + b]))
+            split(nu, _threads(), lambda a, b: K.summarise_cols(buf, a, b, lo_q, hi_q, out[u0 + a:u0 + b]))
 
         from causal_wm.looped import split
 

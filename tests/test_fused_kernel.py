@@ -249,13 +249,33 @@ def test_row_summary_quantiles_are_numpys():
     rng = np.random.default_rng(0)
     samp, res = np.empty(K.SUMMARY_SAMPLE), np.empty(4)
     rows = [rng.normal(size=1000), rng.integers(0, 2, 1000).astype(float), rng.poisson(2.0, 997).astype(float),
-            np.sort(rng.standard_cauchy(2000))[::-1].copy(), rng.normal(size=300), np.full(500, 3.0)]
+            np.sort(rng.standard_cauchy(2000))[::-1].copy(), rng.normal(size=300), np.full(500, 3.0),
+            np.where(np.arange(1000) == 7, np.nan, rng.normal(size=1000)), np.array([1.0, np.nan, 2.0, 0.0])]
     for row in rows:
         for prob in (0.5, 0.9, 0.998):
             lo, hi = (1 - prob) / 2, (1 + prob) / 2
             K.row_summary(row, lo, hi, samp, np.empty((2, row.size)), res)
             ref = [row.mean(), row.std(), *np.quantile(row, [lo, hi])]
-            assert np.allclose(res, ref, rtol=1e-12, atol=1e-12), (row[:3], prob, res, ref)
+            assert np.allclose(res, ref, rtol=1e-12, atol=1e-12, equal_nan=True), (row[:3], prob, res, ref)
+
+
+def test_summarise_cols_summarises_each_units_draws():
+    # the loop's (outputs, draws, units) layout; a unit range that starts inside a block of 8 and
+    # ends with a partial one; continuous, binary, constant and NaN columns
+    rng = np.random.default_rng(1)
+    S, U = 700, 29
+    vals = rng.normal(size=(2, S, U))
+    vals[0, :, 3] = rng.integers(0, 2, S)
+    vals[1, :, 5] = 2.5
+    vals[1, 17, 9] = np.nan
+    a, b = 3, 27
+    out = np.empty((b - a, 2, 4))
+    K.summarise_cols(vals, a, b, 0.05, 0.95, out)
+    for o in range(2):
+        for j in range(a, b):
+            col = vals[o, :, j]
+            ref = [col.mean(), col.std(), *np.quantile(col, [0.05, 0.95])]
+            assert np.allclose(out[j - a, o], ref, rtol=1e-12, atol=1e-12, equal_nan=True), (o, j)
 
 
 @pytest.mark.parametrize("outcome,do,vs,level", [
