@@ -39,7 +39,8 @@ Run (from the repository root, with the project's virtual environment active)::
     python benchmarks/counterfactual_throughput.py                  # defaults, about 4-5 minutes on 2 cores
     python benchmarks/counterfactual_throughput.py --units 10000 --summary-units 10000 --big-units 0 --no-dowhy
 
-Timings are best of ``--repeats`` after one warm-up call per implementation (numba compile, jit,
+Timings are best of ``--repeats`` calls (short ones repeated until ``--min-time`` seconds are spent)
+after one warm-up call per implementation (numba compile, jit,
 the fused engine's compile; its time is printed).
 """
 
@@ -123,25 +124,32 @@ class Peak:
 
 
 CPU_TIMES: list[float] = []  # process CPU seconds (all threads) of each best_time call's fastest run
+LAST_REPEATS = [0]  # how many calls the last best_time made
 
 
-def best_time(fn, repeats: int) -> tuple[float, object]:
-    """Minimum wall time of ``fn()`` over ``repeats`` calls, and the last result.
+def best_time(fn, repeats: int, min_time: float = 0.0, max_repeats: int = 50) -> tuple[float, object]:
+    """Minimum wall time of ``fn()`` over at least ``repeats`` calls, and the last result.
 
-    The CPU time of the process (every thread) during the fastest call is appended to CPU_TIMES:
-    on a machine shared with other work it moves much less than wall time.
+    Short calls are repeated until ``min_time`` seconds have been spent (at most ``max_repeats``
+    calls), so that a 10 ms call gets as fair a best-of as a 1 s one. The CPU time of the process
+    (every thread) during the fastest call is appended to CPU_TIMES: on a machine shared with other
+    work it moves much less than wall time.
     """
     best, res, cpu = np.inf, None, np.nan
-    for _ in range(repeats):
+    spent, n = 0.0, 0
+    while n < repeats or (spent < min_time and n < max_repeats):
+        n += 1
         res = None
         gc.collect()
         c0 = time.process_time()
         t0 = time.perf_counter()
         res = fn()
         t = time.perf_counter() - t0
+        spent += t
         if t < best:
             best, cpu = t, time.process_time() - c0
     CPU_TIMES.append(cpu)
+    LAST_REPEATS[0] = n
     return best, res
 
 
@@ -397,6 +405,8 @@ def main(argv=None) -> None:
     # Memory that no process has touched since the machine (a VM here) booted is slow to touch the first
     # time, as the host backs it lazily: the first 3 GiB result of a process measured up to 7x slower
     # than the next one. Best of several calls keeps that out of the comparison for the 100k rows too.
+    ap.add_argument("--min-time", type=float, default=0.5,
+                    help="short cells are repeated (up to 50 calls) until this many seconds are spent (default 0.5)")
     ap.add_argument("--repeat-limit", type=float, default=2e8,
                     help="cells with more unit-draws than this are timed once (default 2e8)")
     ap.add_argument("--bandwidth-gib", type=float, default=1.0, help="size of each array in the copy test")
@@ -470,7 +480,8 @@ def main(argv=None) -> None:
         kernel_times.clear()
         repeats = args.repeats if U * draws <= args.repeat_limit else 1
         with Peak() as pk:
-            t, res = best_time(fn, repeats)
+            t, res = best_time(fn, repeats, args.min_time if repeats > 1 else 0.0)
+        repeats = LAST_REPEATS[0]
         k_t = min(kernel_times) if "all draws" in impl and kernel_times else None
         bytes_needed = draws * U * n_out * 8 + U * n_nodes * 8 * 2 + S * n_par * 8 if n_out else 0
         rows.append({
