@@ -18,10 +18,11 @@ through the tables, never through the source text, so the source depends on the 
 only. It is written once to :func:`cache_dir` and imported from there, so that numba's on-disk cache
 serves later processes (compiling costs about a second; where that folder cannot be written, a
 temporary one serves the process). Group-level terms read row s of the parameter draws at each
-element's column (the trace marks them with a named call, ``traced._rows_take``). A program that uses
-an operation outside the table, reads other per-element values from a matrix (latent draws, policy
-tables), or reduces over draws or units is not covered: :class:`Loop` raises :class:`Unsupported` and the fused engine
-runs XLA's loop instead.
+element's column (the trace marks them with a named call, ``traced._rows_take``), and stochastic
+interventions read their quantile table at each element's position (``traced._table_take``). A
+program that uses an operation outside the table, reads other per-element values from a matrix
+(latent draws), or reduces over draws or units is not covered: :class:`Loop` raises
+:class:`Unsupported` and the fused engine runs XLA's loop instead.
 """
 
 from __future__ import annotations
@@ -58,12 +59,16 @@ _CALLS = {"pjit", "jit", "closed_call", "core_call", "custom_jvp_call", "custom_
 _FLOAT, _INT = "f", "u"
 
 
-# traced.Trace.gather's named call: th[s, col], a per-element column of row s of the parameter draws
-ROWS_TAKE = "rows_take"
+# Named calls of the trace that the loop reads directly, from an input kept whole (a matrix):
+# traced._rows_take, th[s, col] (a per-element column of row s of the parameter draws), and
+# traced._table_take, tables[q, i] (entry i of a stochastic intervention's quantile table q).
+ROWS_TAKE, TABLE_TAKE = "rows_take", "table_take"
 
 
-def _is_rows_take(prim, params) -> bool:
-    return prim.name in _CALLS and params.get("name") == ROWS_TAKE
+def _take(prim, params) -> str | None:
+    """The name of a named call the loop reads directly, else None."""
+    name = params.get("name") if prim.name in _CALLS else None
+    return name if name in (ROWS_TAKE, TABLE_TAKE) else None
 
 
 class Unsupported(Exception):
@@ -93,7 +98,7 @@ def _flatten(jaxpr, env, out, consts):
     for e in jaxpr.eqns:
         ins = [a if _is_literal(a) else env.get(a, a) for a in e.invars]
         name = e.primitive.name
-        if name in _CALLS and e.params.get("name") == ROWS_TAKE:  # kept whole: the loop reads it directly
+        if _take(e.primitive, e.params):  # kept whole: the loop reads it directly
             outs = [_Value(v.aval) for v in e.outvars]
             env.update(zip(e.outvars, outs, strict=True))
             out.append((e.primitive, e.params, ins, outs))
@@ -133,12 +138,15 @@ class _Plan:
             prim, params, ins, outvars = eq
             lv = [self._atom_level(a) for a in ins]
             outs = [self._level(v.aval.shape) for v in outvars]
-            if "full" in outs and _is_rows_take(prim, params):
-                th = ins[0]
-                if th not in self.invars or len(th.aval.shape) != 2 or th.aval.shape[0] != self.S:
-                    raise Unsupported("a group-level gather from something other than the parameter draws")
-                if th not in self.mats:
-                    self.mats.append(th)
+            if "full" in outs and _take(prim, params):
+                mat = ins[0]
+                if mat not in self.invars or len(mat.aval.shape) != 2 or (
+                        _take(prim, params) == ROWS_TAKE and mat.aval.shape[0] != self.S):
+                    raise Unsupported(f"a {_take(prim, params)} from something other than the query's inputs")
+                if "full" in lv[1:2]:
+                    raise Unsupported(f"a {_take(prim, params)} whose row varies by draw and unit")
+                if mat not in self.mats:
+                    self.mats.append(mat)
                 self.body.append(eq)
             elif "full" in outs:
                 if len(outvars) != 1 or "matrix" in lv:
@@ -269,12 +277,20 @@ def _source(plan):
                                                                                   else f"{table}[{j}]"))
         return slot[key]
 
+    index: dict = {}  # full value -> its line in body
+    deps: list = []  # per line: the lines whose values it reads
+    takes: list = []  # lines that read a matrix input at a per-element position
     for i, (prim, params, ins, outvars) in enumerate(plan.body):
         name, out = prim.name, outvars[0]
-        if _is_rows_take(prim, params):  # row s of the parameter draws, at this element's column
-            expr = f"M{plan.mats.index(ins[0])}[s, np.int64({operand(ins[2])})]"
+        index[out] = i
+        deps.append({index[a] for a in ins if not _is_literal(a) and not isinstance(a, tuple) and a in index})
+        take = _take(prim, params)
+        if take:  # an entry of a matrix input: row s (parameter draws) or the table's row q, column per element
+            at = "s" if take == ROWS_TAKE else f"np.int64({operand(ins[1])})"
+            expr = f"M{plan.mats.index(ins[0])}[{at}, np.int64({operand(ins[2])})]"
             names[out] = f"x{i}"
             body.append(f"x{i} = {expr}")
+            takes.append(i)
             continue
         args = [operand(a) for a in ins]
         if name == "convert_element_type":
@@ -285,6 +301,12 @@ def _source(plan):
             if len(args) != 3:
                 raise Unsupported("select_n with more than two cases")
             expr = f"_sel({args[0]}, {args[2]}, {args[1]})"
+        elif name in ("min", "max"):
+            # XLA's min and max return NaN if either side is NaN (Python's builtins do not)
+            lt = f"({args[1]} < {args[0]})" if name == "min" else f"({args[1]} > {args[0]})"
+            expr = f"_sel({lt}, {args[1]}, {args[0]})"
+            if np.dtype(out.aval.dtype).kind == "f":
+                expr = f"_sel({args[0]} != {args[0]}, {args[0]}, _sel({args[1]} != {args[1]}, {args[1]}, {expr}))"
         elif name == "integer_pow" and params.get("y") == 2:
             expr = f"({args[0]} * {args[0]})"
         elif name == "not":
@@ -308,6 +330,22 @@ def _source(plan):
     # outputs through row slices indexed from 0: an index known to be non-negative lets the
     # compiler vectorise the loop (``out[k, s, u0 + u]`` needs a negative-index check)
     src += [f"        o{k} = out[{k}, s, u0:u0 + nu]" for k in range(n_out)]
+    if takes:
+        # LLVM cannot check a read at a computed position against the loop's writes, and leaves a
+        # loop with such a read scalar. So a first loop computes just what the reads need and keeps
+        # their values per unit in T; the main loop, which reads T like any per-unit table, stays
+        # vectorised (it recomputes the few values the first loop needed; they are cheap).
+        cone, todo = set(), list(takes)
+        while todo:
+            i = todo.pop()
+            if i not in cone:
+                cone.add(i)
+                todo.extend(deps[i])
+        src.insert(1, f"    T = np.empty(({len(takes)}, nu))")
+        src += ["        for u in range(nu):"]
+        src += ["            " + body[i] for i in sorted(cone)]
+        src += [f"            T[{j}, u] = x{i}" for j, i in enumerate(takes)]
+        body = [f"x{i} = T[{takes.index(i)}, u]" if i in takes else ln for i, ln in enumerate(body)]
     src += ["        for u in range(nu):"]
     src += ["            " + ln for ln in body]
     src += [f"            o{k}[u] = {names[v]}" for k, v in enumerate(plan.outvars)]

@@ -117,6 +117,17 @@ def _rows_take():
     return jax.jit(rows_take, inline=False)
 
 
+@functools.cache
+def _table_take():
+    """``tables[q, i]``: entry i of a stochastic intervention's quantile table q (q fixed per
+    query, i per element), as a named call that :mod:`causal_wm.looped` reads directly."""
+
+    def table_take(tables, q, i):
+        return tables[q, i]
+
+    return jax.jit(table_take, inline=False)
+
+
 def sigmoid(x):
     # kernels.sigmoid's two branches with one exp and one division: exp(-|x|) is exp(-x) for
     # x >= 0, exp(x) below; the numerator picks 1 or e
@@ -459,13 +470,13 @@ class Trace:
             M = self.tables.shape[1]
             pos = self.uniform(k, 1000) * M
             i = jnp.minimum(pos.astype(jnp.int64), M - 1)
-            row = self.tables[q]
+            take = functools.partial(_table_take(), self.tables, np.int64(q))
             if discrete:
-                x = row[i]
+                x = take(i)
             else:
                 j = jnp.minimum(i + 1, M - 1)
                 w = pos - i
-                x = row[i] * (1.0 - w) + row[j] * w
+                x = take(i) * (1.0 - w) + take(j) * w
             return to_internal(trans, c, sc, x)
         return nat
 

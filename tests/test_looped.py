@@ -31,7 +31,7 @@ PLAIN = {
         "z": {"family": "normal", "formula": "yb + yt"},
     },
 }
-COVERED = ["hard", "per_unit", "shift", "scale", "callable"]
+COVERED = ["hard", "per_unit", "shift", "scale", "callable", "policy_continuous", "policy_discrete"]
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,8 @@ def test_loop_equals_xla_and_the_generic_kernel(plain, kind, spy, monkeypatch):
     do = INTERVENTIONS[kind](df)
     loop = queries.counterfactual(post, df, do, engine="fused")
     assert spy and all(b is not None for b in spy), "the loop should cover this program"
+    if kind.startswith("policy"):  # the quantile table read per element, in the first of two loops
+        assert "M0[np.int64(" in spy[0].source and "T[0, u] = " in spy[0].source
     xla = _xla(post, df, do, monkeypatch)
     gen = queries.counterfactual(post, df, do, engine="generic")
     assert set(loop.nodes) == set(xla.nodes) == set(gen.nodes)
@@ -238,7 +240,8 @@ def test_group_level_terms_run_in_the_loop(kind, spy, monkeypatch):
     do = INTERVENTIONS[kind](df)
     loop = queries.counterfactual(post, df, do, engine="fused")
     assert spy and all(b is not None for b in spy)
-    assert "M0[s, np.int64(" in spy[0].source  # the group's column of the draw's row, per element
+    # the group's column of the draw's row, per element, read in a first loop (kept in T)
+    assert "M0[s, np.int64(" in spy[0].source and "T[0, u] = " in spy[0].source
     xla = _xla(post, df, do, monkeypatch)
     gen = queries.counterfactual(post, df, do, engine="generic")
     for node in loop.nodes:
