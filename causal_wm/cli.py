@@ -12,6 +12,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Fit structural causal models and answer causal questions with uncertainty.")
 
 
+def _bars(quiet: bool) -> bool:
+    """Whether to show the samplers' progress bars: not with --quiet, and only on a terminal. Parallel
+    chains redraw one bar each with cursor movements, which turn into interleaved lines in a log file."""
+    return not quiet and sys.stderr.isatty()
+
+
 def _fail(exc: Exception, debug: bool) -> None:
     if debug:
         raise exc
@@ -38,7 +44,8 @@ def run(
     draws: int = typer.Option(None, "--draws", help="Draws per chain (overrides the study)."),
     chains: int = typer.Option(None, "--chains", help="Chains (overrides the study)."),
     warmup: int = typer.Option(None, "--warmup", help="Warm-up iterations (overrides the study)."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress output (sampler progress bars are shown "
+                                                      "only when the output is a terminal)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ):
     """Fit the study's model, answer its queries and write a results folder."""
@@ -59,7 +66,7 @@ def run(
             warnings.simplefilter("always", DataWarning)
             summary: list[str] = []  # read from this run's own files, before they are moved into place
             folder = s.run(out, backend=backend, seed=seed, draws=draws, chains=chains, warmup=warmup,
-                           progress=not quiet, on_written=lambda d: _print_summary(d, summary.append))
+                           progress=_bars(quiet), on_written=lambda d: _print_summary(d, summary.append))
         for w in caught:
             if issubclass(w.category, (ConvergenceWarning, IdentificationWarning, DataWarning)):
                 typer.echo(f"warning: {w.message}", err=True)
@@ -179,7 +186,7 @@ def fit(
         scm = load_model(model)
         df = load_source({"path": str(data)}) if data else scm.load_data()
         post = scm.fit(df, backend=backend, seed=seed, draws=draws, chains=chains, warmup=warmup,
-                       progress=not quiet)
+                       progress=_bars(quiet))
         folder = save_fit(post, out)
     except CausalWMError as exc:
         _fail(exc, debug)

@@ -120,3 +120,20 @@ def test_fit_command_saves_a_queryable_posterior(tmp_path):
                                  "--units", "treat == 1"])
     assert r.exit_code == 0, r.output
     assert "re78" in r.output
+
+
+def test_cli_shows_sampler_progress_bars_only_on_a_terminal(monkeypatch):
+    from causal_wm import cli
+
+    class Stream:
+        def __init__(self, tty):
+            self.tty = tty
+
+        def isatty(self):
+            return self.tty
+
+    monkeypatch.setattr(cli.sys, "stderr", Stream(True))
+    assert cli._bars(quiet=False) is True
+    assert cli._bars(quiet=True) is False
+    monkeypatch.setattr(cli.sys, "stderr", Stream(False))  # a log file: redrawn bars would interleave
+    assert cli._bars(quiet=False) is False
