@@ -17,6 +17,11 @@ program), or else as XLA's own loop over each chunk of (draws x units).
 * **Bounded memory.** Units (and draws) are processed in chunks on one thread per core; the
   all-draws mode writes each chunk into the result, ``summary_only`` reduces each chunk to
   per-unit mean, SD and quantiles as it is produced, and ``effect`` to per-draw sums.
+* **Where it runs.** On JAX's default device. Where that is an accelerator (a GPU), reductions
+  (``summary_only``, effects) run there in large chunks and only their results cross to the host,
+  while all-draws counterfactuals, whose every draw must land in host memory, run on the host's
+  CPU (measured on an H200 machine with 16 cores: the host's numba loop wrote 4.2e8 unit-draws/s,
+  the GPU's copies to the host 3.7e7; docs/performance.md).
 * **64-bit without global state.** Computation runs inside ``jax.enable_x64(True)``; no global JAX
   setting is changed.
 
@@ -26,6 +31,7 @@ data or latent draws run on the generic kernel.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -59,6 +65,13 @@ USE_LOOP = True
 LOOP_UNITS = 4104
 # summary_only: units per call, so that a call's draws (outputs x draws x units, reused) stay in cache
 LOOP_SUMMARY_UNITS = 520
+# On an accelerator (JAX's default device is not the CPU) the numba loop, which runs on the host, is
+# not used: XLA's program runs on the device, in chunks this large (a GPU needs millions of elements
+# per call to be busy; 2^24 elements of 4 float64 outputs are 512 MiB of device memory), from this
+# many host threads (two: one chunk computes while the other's result is copied to the host).
+# summary_only and effects reduce on the device, so that only summaries cross to the host.
+ACCEL_CHUNK_ELEMENTS = 1 << 24
+ACCEL_THREADS = 2
 
 
 def _jax():
@@ -117,6 +130,35 @@ def _threads() -> int:
     return max(1, min(get_num_threads(), os.cpu_count() or 1))
 
 
+def on_host() -> bool:
+    """Whether JAX computes on the CPU here (its default device, as ``jax.default_device`` or
+    ``JAX_PLATFORMS`` set it): the numba loop and CPU-sized chunks are used only then."""
+    jax = _jax()
+    dev = jax.config.jax_default_device
+    if dev is None:
+        return jax.default_backend() == "cpu"
+    return (dev if isinstance(dev, str) else dev.platform) == "cpu"
+
+
+@contextlib.contextmanager
+def _on_the_host():
+    """JAX's default device set to the CPU in this thread (nothing changes where it already is)."""
+    if on_host():
+        yield
+        return
+    jax = _jax()
+    with jax.default_device(jax.devices("cpu")[0]):
+        yield
+
+
+def _chunk_elements() -> int:
+    return CHUNK_ELEMENTS if on_host() else ACCEL_CHUNK_ELEMENTS
+
+
+def _workers() -> int:
+    return _threads() if on_host() else ACCEL_THREADS
+
+
 def _world(src, ivk, ivv):
     from causal_wm.traced import World
 
@@ -135,6 +177,32 @@ def _crossed(nodes, needed, factual, counter, outputs, units_first):
     from causal_wm.traced import crossed_fn
 
     return crossed_fn(nodes, needed, factual, counter, outputs, units_first)
+
+
+@functools.lru_cache(maxsize=64)
+def _crossed_summary(nodes, needed, factual, counter, outputs, units_first, lo_q, hi_q):
+    """:func:`_crossed` followed by each unit's (mean, SD, lo_q, hi_q quantiles) over its draws, as
+    one XLA program returning (units, outputs, 4): on an accelerator only the summaries cross to the
+    host. The same numbers as ``kernels.row_summary`` (numpy's linear quantiles; a constant row
+    summarised exactly, a row with NaN as NaN), up to the order of the sums."""
+    import jax.numpy as jnp
+
+    jax = _jax()
+    fn = _crossed(nodes, needed, factual, counter, outputs, units_first)
+
+    def summary(*args):
+        v = fn(*args)  # (outputs, units, draws)
+        lo, hi = jnp.min(v, axis=-1), jnp.max(v, axis=-1)
+        m = jnp.mean(v, axis=-1)
+        sd = jnp.sqrt(jnp.mean((v - m[..., None]) ** 2, axis=-1))
+        q = jnp.quantile(v, jnp.array([lo_q, hi_q]), axis=-1)
+        const = lo == hi
+        nan = jnp.isnan(m)
+        res = [jnp.where(const, lo, m), jnp.where(const, 0.0, sd),
+               jnp.where(const, lo, jnp.where(nan, jnp.nan, q[0])), jnp.where(const, lo, jnp.where(nan, jnp.nan, q[1]))]
+        return jnp.transpose(jnp.stack(res, axis=-1), (1, 0, 2))
+
+    return jax.jit(summary)
 
 
 @functools.lru_cache(maxsize=64)
@@ -174,7 +242,7 @@ def _loop_sizes(S: int, others, units: int) -> tuple[int, int]:
 def _loop_plan(nodes, needed, factual, counter, outputs, inp, n_draws, ivu, units_per_call):
     """(loop, draws, units) per call of the numba loop for this query, or None where it does not
     cover the query."""
-    if not USE_LOOP or inp.uses_lat:
+    if not USE_LOOP or inp.uses_lat or not on_host():
         return None
     P, K_, W = inp.theta.shape[1], inp.data.shape[1], ivu.shape[1]
     others = [P, K_, W, *np.shape(inp.ivv), *np.shape(inp.tables), *np.shape(inp.pf)]
@@ -216,15 +284,17 @@ def _effect(nodes, needed, world_a, world_b, outcome, level):
 
 
 def _run(tasks, work):
-    """``work`` on every task: the first here (it compiles), the rest on one thread per core."""
+    """``work`` on every task: the first here (it compiles), the rest on one thread per core (or
+    :data:`ACCEL_THREADS` on an accelerator), each on this thread's default device."""
     jax = _jax()
+    device = jax.config.jax_default_device  # a thread's own setting: passed on to the workers
 
     def call(t):
-        with jax.enable_x64(True):
+        with jax.enable_x64(True), jax.default_device(device):
             return work(t)
 
     first = call(tasks[0])
-    n = min(_threads(), len(tasks) - 1)
+    n = min(_workers(), len(tasks) - 1)
     if n <= 1:
         return [first] + [call(t) for t in tasks[1:]]
     with ThreadPoolExecutor(n) as ex:
@@ -291,7 +361,15 @@ def counterfactual_draws(arrays, theta, data, orig, lat, units, draws, key, src_
                          tables, needed, outputs, chunk=None) -> np.ndarray:
     """Every draw of every output: what ``kernels.units_kernel`` computes for units crossed with
     draws, returned as (outputs, draws, units) so that each node's (draws, units) block is
-    contiguous. ``chunk`` = (draws, units) per compiled call overrides the default tiling."""
+    contiguous. ``chunk`` = (draws, units) per compiled call overrides the default tiling.
+    Computed on the host's CPU, where the result lives (see the module's notes)."""
+    with _on_the_host():
+        return _counterfactual_draws(arrays, theta, data, orig, lat, units, draws, key, src_f, src_c, ivk, ivv,
+                                     ivu, tables, needed, outputs, chunk)
+
+
+def _counterfactual_draws(arrays, theta, data, orig, lat, units, draws, key, src_f, src_c, ivk, ivv, ivu,
+                          tables, needed, outputs, chunk):
     nodes, needed, outputs = _static(arrays, needed, outputs)
     factual, counter = _world(src_f, np.zeros_like(ivk), ivv), _world(src_c, ivk, ivv)
     S, U = len(draws), len(units)
@@ -302,7 +380,7 @@ def counterfactual_draws(arrays, theta, data, orig, lat, units, draws, key, src_
         _loop_run(plan, inp, draws, units, ivu, lambda u0: (out, u0))
         return out
     fn = _crossed(nodes, needed, factual, counter, outputs, False)
-    cs, cu = chunk or _tile(S, U)
+    cs, cu = chunk or _tile(S, U, _chunk_elements())
 
     def work(task):
         d0, u0 = task
@@ -338,15 +416,20 @@ def counterfactual_summary(arrays, theta, data, orig, lat, units, draws, key, sr
 
         _loop_run(plan, inp, draws, units, ivu, lambda u0: (buf, 0), summarise)
         return out
-    fn = _crossed(nodes, needed, factual, counter, outputs, True)
-    cu = chunk or max(1, min(U, CHUNK_ELEMENTS // S))
+    host = on_host()
+    fn = (_crossed if host else _crossed_summary)(nodes, needed, factual, counter, outputs, True,
+                                                  *(() if host else (float(lo_q), float(hi_q))))
+    cu = chunk or max(1, min(U, _chunk_elements() // S))
     th, s = inp.draws(draws)
 
     def work(u0):
         u_idx, nu = _padded(units, u0, cu)
         u, dat, org, iu = inp.units(u_idx, ivu)
         res = fn(th, s, u, dat, org, inp.latent(draws, u_idx, True), inp.ivv, iu, inp.tables, inp.pf, inp.key)
-        K.summarise_rows(np.asarray(res), nu, lo_q, hi_q, out[u0:u0 + nu])
+        if host:
+            K.summarise_rows(np.asarray(res), nu, lo_q, hi_q, out[u0:u0 + nu])
+        else:
+            out[u0:u0 + nu] = np.asarray(res)[:nu]
 
     _run(list(range(0, U, cu)), work)
     return out
@@ -359,7 +442,7 @@ def effect(arrays, theta, data, lat, units, key, src_a, ivk_a, ivv_a, ivu_a, src
     nodes, needed, _ = _static(arrays, needed)
     fn = _effect(nodes, needed, _world(src_a, ivk_a, ivv_a), _world(src_b, ivk_b, ivv_b), int(outcome), int(level))
     S, U = theta.shape[0], len(units)
-    cu = chunk or max(1, min(U, CHUNK_ELEMENTS // S))
+    cu = chunk or max(1, min(U, _chunk_elements() // S))
     draws = np.arange(S, dtype=np.int64)
     inp = _Inputs(arrays, theta, data, None, lat, _uses_lat(src_a, src_b), ivv_a, tables, key)
     jax = _jax()
@@ -379,8 +462,15 @@ def effect(arrays, theta, data, lat, units, key, src_a, ivk_a, ivv_a, ivu_a, src
     return np.sum(sums, axis=0) / U  # chunk sums added in a fixed order: reproducible
 
 
-def _tile(S, U):
-    """(draws, units) per call for the all-draws mode. Wide in units: each chunk lands in the
-    result as rows of contiguous units (narrow tiles measured up to 2x slower)."""
-    cu = max(1, min(U, 1024))
-    return max(1, min(S, CHUNK_ELEMENTS // cu)), cu
+def _tile(S, U, elements=CHUNK_ELEMENTS):
+    """(draws, units) per call for the all-draws mode, about ``elements`` in all. Wide in units:
+    each chunk lands in the result as rows of contiguous units (narrow tiles measured up to 2x
+    slower); at least 1,024 units, all draws where the budget allows.
+
+    Examples
+    --------
+    >>> _tile(1000, 100_000), _tile(1000, 100_000, 1 << 24)
+    ((256, 1024), (1000, 16777))
+    """
+    cu = max(1, min(U, max(1024, elements // S)))
+    return max(1, min(S, elements // cu)), cu

@@ -34,6 +34,13 @@ PLAIN = {
 COVERED = ["hard", "per_unit", "shift", "scale", "callable", "policy_continuous", "policy_discrete"]
 
 
+@pytest.fixture(autouse=True)
+def _on_the_host():
+    """The numba loop runs where JAX computes on the CPU (tests/test_accelerator.py covers the rest)."""
+    if not fused.on_host():
+        pytest.skip("the numba loop runs only where JAX's default device is the CPU")
+
+
 @pytest.fixture(scope="module")
 def plain():
     return _posterior(PLAIN, 21)
@@ -257,3 +264,4 @@ def test_integer_operations_python_spells_differently_are_not_translated():
         for fn in (lambda a, b: (jax.lax.div(a * b, b + 3),), lambda a, b: (jax.lax.shift_right_logical(a * b, b),)):
             with pytest.raises(looped.Unsupported):
                 looped.Loop(jax.make_jaxpr(fn)(*spec), S, U)
+
