@@ -146,6 +146,8 @@ def _contrast(post, outcome, do, vs, units, from_vs, level, seed, engine=None) -
     # the contrast carries no noise of its own (common random numbers).
     src = _sources(post, set(do) | set(vs), "fresh")
     worlds = []
+    index = pd.Index(post.plan.index)[units]
+    do, vs = _aligned(do, index), _aligned(vs, index, "vs")
     for iv in (do, vs):
         natural = _natural(post, iv, src, lambda n: post.plan.frame[n].to_numpy()[units])
         comp = compile_do(post, iv, len(units), natural)
@@ -315,6 +317,32 @@ def _labels(post, name, arr):
     return np.asarray(levels, dtype=object)[arr.astype(np.int64)]
 
 
+def _aligned(do: Mapping, index: pd.Index, arg: str = "do") -> dict:
+    """``do`` with each pandas Series of per-unit values put in the order of the units' ``index``,
+    by label, as pandas aligns; a Series that does not hold every unit's label is an error, never a
+    silent positional match.
+
+    Examples
+    --------
+    >>> _aligned({"x": pd.Series([1.0, 2.0], index=["b", "a"])}, pd.Index(["a", "b"]))["x"].tolist()
+    [2.0, 1.0]
+    """
+    out = dict(do)
+    for name, v in do.items():
+        if not isinstance(v, pd.Series) or v.index.equals(index):
+            continue
+        missing = index[~index.isin(v.index)]
+        if not v.index.is_unique or len(missing):
+            why = (f"{len(missing)} of the units' labels are missing from it, e.g. {missing[:3].tolist()}"
+                   if len(missing) else "an index with repeated labels cannot be aligned")
+            raise QueryError(
+                f"{arg}({name}=<Series>): its index does not match the units' index ({why}); pass a "
+                "Series indexed like the units, or an array in the units' order."
+            )
+        out[name] = v.reindex(index)
+    return out
+
+
 def counterfactual(post, units: pd.DataFrame, do: Mapping, draws: int | None = None,
                    summary_only: bool = False, prob: float = 0.9, seed: int | None = None,
                    engine: str | None = None) -> CounterfactualResult:
@@ -327,6 +355,7 @@ def counterfactual(post, units: pd.DataFrame, do: Mapping, draws: int | None = N
         raise QueryError(f"units must be a DataFrame of observed units, got {type(units).__name__}.")
     if len(units) == 0:
         raise QueryError("units is empty; pass at least one observed unit.")
+    do = _aligned(do, units.index)
     data, orig, rows = _unit_rows(post, units)
     src_f = np.array([K.LATENT if n in prog.drawn else K.DATA for n in prog.names], dtype=np.int64)
     src_c = _sources(post, set(do), "abduct")
@@ -338,7 +367,10 @@ def counterfactual(post, units: pd.DataFrame, do: Mapping, draws: int | None = N
     _check_soft(post, do, src_c, lambda n: units[n].to_numpy())
     ivu = _expand_units(comp.per_unit, rows, data.shape[0])
     affected = set(do) | scm.descendants(set(do))
-    outputs = np.array([prog.index(n) for n in prog.names if n in affected], dtype=np.int64)
+    order = [n for n in prog.names if n in affected]  # the result's nodes
+    # nodes set to given numbers are the same in every draw: reported, not computed S times
+    fixed = _fixed_values(post, do, len(rows))
+    outputs = np.array([prog.index(n) for n in order if n not in fixed], dtype=np.int64)
     S = prog.n_draws
     seed_used = post.seed if seed is None else seed
     if draws is None:
@@ -356,21 +388,30 @@ def counterfactual(post, units: pd.DataFrame, do: Mapping, draws: int | None = N
     common = dict(do=dict(do), seed=seed_used, diagnostics=post.diagnostics().to_dict(), prob=prob,
                   levels=labelled)
     fast = fused.use_fused(engine, fused.covers_crossed(src_f), "counterfactual", len(draw_idx) * len(rows))
+
+    def result(computed: dict):
+        _exact_set_values(post, do, computed, summary=summary_only)
+        for name, x in fixed.items():
+            computed[name] = (np.stack([x, np.zeros_like(x), x, x], axis=-1) if summary_only
+                              else np.broadcast_to(x, (len(draw_idx), len(x))))
+        computed = {n: computed[n] for n in order}
+        if summary_only:
+            return CounterfactualResult({}, factual, summaries=computed, **common)
+        return CounterfactualResult(computed, factual, **common)
+
+    if not len(outputs):
+        return result({})
     if summary_only and fast:
         out = fused.counterfactual_summary(prog.arrays, prog.theta, data, orig, prog.lat, rows, draw_idx, key, src_f,
                                            src_c, comp.kind, comp.value, ivu, comp.tables, needed, outputs,
                                            (1 - prob) / 2, (1 + prob) / 2)
-        summ = {prog.names[k]: out[:, i, :] for i, k in enumerate(outputs)}
-        _exact_set_values(post, do, summ, summary=True)
-        return CounterfactualResult({}, factual, summaries=summ, **common)
+        return result({prog.names[k]: out[:, i, :] for i, k in enumerate(outputs)})
     if summary_only:
         out = np.empty((len(rows), len(outputs), 4))
         K.units_summary_kernel(prog.arrays, prog.theta, data, orig, prog.lat, rows, draw_idx, key, src_f, src_c,
                                comp.kind, comp.value, ivu, comp.tables, needed, outputs,
                                (1 - prob) / 2, (1 + prob) / 2, out)
-        summ = {prog.names[k]: out[:, i, :] for i, k in enumerate(outputs)}
-        _exact_set_values(post, do, summ, summary=True)
-        return CounterfactualResult({}, factual, summaries=summ, **common)
+        return result({prog.names[k]: out[:, i, :] for i, k in enumerate(outputs)})
     nbytes = len(draw_idx) * len(rows) * len(outputs) * 8
     if nbytes > MAX_OUTPUT_BYTES:
         raise QueryError(
@@ -380,16 +421,37 @@ def counterfactual(post, units: pd.DataFrame, do: Mapping, draws: int | None = N
     if fast:  # (outputs, draws, units): each node's block is contiguous
         out = fused.counterfactual_draws(prog.arrays, prog.theta, data, orig, prog.lat, rows, draw_idx, key, src_f,
                                          src_c, comp.kind, comp.value, ivu, comp.tables, needed, outputs)
-        values = {prog.names[k]: _labels(post, prog.names[k], out[i]) for i, k in enumerate(outputs)}
-        _exact_set_values(post, do, values)
-        return CounterfactualResult(values, factual, **common)
+        return result({prog.names[k]: _labels(post, prog.names[k], out[i]) for i, k in enumerate(outputs)})
     out = np.empty((len(draw_idx), len(rows), len(outputs)))
     K.units_kernel(prog.arrays, prog.theta, data, orig, prog.lat, rows, draw_idx, False, key, src_f, src_c,
                    comp.kind, comp.value, ivu, comp.tables, needed, outputs, out)
     # views into the kernel's one buffer (no per-node copy: peak memory is the result's own size)
-    values = {prog.names[k]: _labels(post, prog.names[k], out[:, :, i]) for i, k in enumerate(outputs)}
-    _exact_set_values(post, do, values)
-    return CounterfactualResult(values, factual, **common)
+    return result({prog.names[k]: _labels(post, prog.names[k], out[:, :, i]) for i, k in enumerate(outputs)})
+
+
+def _fixed_values(post, do, n_units: int) -> dict:
+    """Per unit, the value of each node that ``do`` sets to given numbers (one number, or per-unit
+    numbers; not shifts, scalings, callables or distributions) and that is reported as a number (no
+    named levels). Such a node takes that value in every draw (effectiveness), so the result holds
+    it as a read-only view of shape (draws, units) of these values.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as NS
+    >>> from causal_wm import shift
+    >>> post = NS(plan=NS(scales={n: NS(levels=None) for n in "txy"}))  # what it reads of a posterior
+    >>> {k: v.tolist() for k, v in _fixed_values(post, {"t": 1, "x": [0.5, 2.0], "y": shift(1.0)}, 2).items()}
+    {'t': [1.0, 1.0], 'x': [0.5, 2.0]}
+    """
+    fixed = {}
+    for name, v in do.items():
+        if post.plan.scales[name].levels is not None:
+            continue
+        if isinstance(v, (bool, int, float, np.number, np.bool_)):
+            fixed[name] = np.full(n_units, float(v))
+        elif isinstance(v, (list, tuple, np.ndarray)) or hasattr(v, "to_numpy"):
+            fixed[name] = np.asarray(v, dtype=float).reshape(-1)  # validated by compile_do
+    return fixed
 
 
 def _exact_set_values(post, do, values, summary: bool = False) -> None:

@@ -244,6 +244,8 @@ class CounterfactualResult:
                 p = _prob(prob if prob is not None else self.prob)
                 mean, sd = d.mean(axis=0), d.std(axis=0)
                 lo, hi = np.quantile(d, [(1 - p) / 2, (1 + p) / 2], axis=0)
+                const = d.min(axis=0) == d.max(axis=0)  # e.g. a node set by do(): exactly its value, SD 0,
+                mean, sd = np.where(const, d[0], mean), np.where(const, 0.0, sd)  # as summary_only gives
             fact = self.factual[k].to_numpy() if k in self.factual.columns else np.full(len(mean), np.nan)
             frames.append(pd.DataFrame({
                 "unit": self.factual.index, "node": k, "factual": fact, "estimate": mean, "sd": sd,

@@ -532,6 +532,23 @@ def test_per_unit_values_of_wrong_length(post):
         post.counterfactual(units=toy_data().iloc[:3], do={"x": [1.0, 2.0]})
 
 
+def test_per_unit_values_as_a_series_are_aligned_by_label(post):
+    units = toy_data().iloc[:4]
+    x = pd.Series([0.1, 0.2, 0.3, 0.4], index=units.index)
+    by_label = post.counterfactual(units=units, do={"x": x[::-1]}, engine="generic")  # reversed rows
+    assert np.allclose(by_label["x"][0], x.to_numpy())
+    eff = post.effect("y", do={"x": pd.Series(np.arange(40.0), index=toy_data().index)[::-1]}, engine="generic")
+    ref = post.effect("y", do={"x": np.arange(40.0)}, engine="generic")
+    assert np.array_equal(eff.draws, ref.draws)
+    with check(cw.QueryError, "do(x=<Series>)", "1 of the units' labels are missing", "'u3'",
+               "array in the units' order"):
+        post.counterfactual(units=units, do={"x": x.iloc[:3]})
+    with check(cw.QueryError, "do(x=<Series>)", "missing", "'u0'"):  # a positional match would be silent
+        post.counterfactual(units=units, do={"x": x.reset_index(drop=True)})
+    with check(cw.QueryError, "vs(x=<Series>)", "repeated labels"):
+        post.effect("y", do={"x": 0.0}, vs={"x": pd.Series(np.zeros(41), index=[*toy_data().index, "u0"])})
+
+
 def test_callable_must_return_one_value_per_unit(post):
     with check(cw.QueryError, "do(x=<callable>)", "one value per unit"):
         post.effect("y", do={"x": lambda v: 1.0})

@@ -207,6 +207,42 @@ def test_effectiveness_on_the_fused_path(mixed):
     assert "g" not in cf.nodes and "u" not in cf.nodes  # non-descendants are not outputs
 
 
+@pytest.mark.parametrize("engine", ["fused", "generic"])
+def test_nodes_set_to_numbers_are_reported_not_computed(mixed, engine, monkeypatch):
+    df, post = mixed
+    t = (np.arange(len(df)) % 2).astype(float)
+    do = {"t": t, "x": 0.25}
+    cf = queries.counterfactual(post, df, do, engine=engine)
+    S = cf["yc"].shape[0]
+    for name, want in (("t", t), ("x", np.full(len(df), 0.25))):
+        assert cf[name].shape == (S, len(df)) and cf[name].strides[0] == 0, name  # one row, every draw
+        assert not cf[name].flags.writeable and np.array_equal(cf[name][S - 1], want), name
+    # the other nodes as when the set nodes are computed by the engine too
+    seen = []
+    monkeypatch.setattr(queries, "_fixed_values", lambda *a: seen.append(1) or {})
+    computed = queries.counterfactual(post, df, do, engine=engine)
+    assert seen and list(computed.nodes) == list(cf.nodes)
+    for node in cf.nodes:
+        assert np.array_equal(computed[node], cf[node]), node
+    summ = queries.counterfactual(post, df, do, engine=engine, summary_only=True)
+    assert np.array_equal(summ.summaries["x"], np.tile([0.25, 0.0, 0.25, 0.25], (len(df), 1)))
+    monkeypatch.undo()
+    shifted = queries.counterfactual(post, df, {"x": cw.shift(0.5)}, engine=engine)
+    assert shifted["x"].flags.writeable  # computed: not a fixed value
+
+
+def test_a_query_that_sets_only_a_leaf_runs_no_kernel(mixed, monkeypatch):
+    df, post = mixed
+    leaf = next(n for n in post.scm.order if not post.scm.descendants({n}) and post.plan.scales[n].levels is None)
+    for name in ("counterfactual_draws", "counterfactual_summary"):
+        monkeypatch.setattr(fused, name, lambda *a, **k: pytest.fail("no kernel should run"))
+    monkeypatch.setattr(queries.K, "units_kernel", lambda *a, **k: pytest.fail("no kernel should run"))
+    value = float(np.median(df[leaf]))
+    cf = queries.counterfactual(post, df, {leaf: value}, engine="fused")
+    assert cf.nodes == (leaf,) and np.all(cf[leaf] == value)
+    assert np.all(cf.summary()["estimate"] == value) and np.all(cf.summary()["sd"] == 0.0)
+
+
 def test_summary_only_reduces_exactly_the_all_draws_result(mixed):
     df, post = mixed
     full = queries.counterfactual(post, df, {"x": cw.shift(0.7)}, engine="fused")
