@@ -205,19 +205,31 @@ def _crossed_summary(nodes, needed, factual, counter, outputs, units_first, lo_q
     return jax.jit(summary)
 
 
-@functools.lru_cache(maxsize=64)
-def _looped(nodes, needed, factual, counter, outputs, shapes, n_draws, n_units):
-    """The query as a numba loop (:mod:`causal_wm.looped`) traced at these shapes, or None where
-    the loop does not cover the traced program (XLA's loop then runs)."""
-    from causal_wm import looped
+def _crossed_terms(nodes, needed, factual, counter, outputs):
     from causal_wm.traced import crossed_fn
 
+    return crossed_fn(nodes, needed, factual, counter, outputs, False, stacked=False)
+
+
+def _effect_terms(nodes, needed, world_a, world_b, outcome, level):
+    from causal_wm.traced import effect_terms_fn
+
+    return effect_terms_fn(nodes, needed, world_a, world_b, outcome, level)
+
+
+@functools.lru_cache(maxsize=64)
+def _looped(make, static, shapes, n_draws, n_units, sums=False):
+    """The traced function ``make(*static)`` as a numba loop (:mod:`causal_wm.looped`) traced at
+    these shapes (``sums``: summed over units per draw), or None where the loop does not cover the
+    traced program (XLA's loop then runs)."""
+    from causal_wm import looped
+
     jax = _jax()
-    fn = crossed_fn(nodes, needed, factual, counter, outputs, False, stacked=False)
+    fn = make(*static)
     specs = [None if sh is None else jax.ShapeDtypeStruct(*sh) for sh in shapes]
     try:
         with jax.enable_x64(True):
-            return looped.Loop(jax.make_jaxpr(fn)(*specs), n_draws, n_units)
+            return looped.Loop(jax.make_jaxpr(fn)(*specs), n_draws, n_units, sums=sums)
     except looped.Unsupported as exc:
         log.debug("numba loop not used (%s); XLA's loop runs the query", exc)
         return None
@@ -254,7 +266,23 @@ def _loop_plan(nodes, needed, factual, counter, outputs, inp, n_draws, ivu, unit
               None if inp.orig is None else ((up, inp.orig.shape[1]), f64), ((1, 1, 1), f64),
               (tuple(np.shape(inp.ivv)), f64), ((up, W), f64), (tuple(np.shape(inp.tables)), f64),
               (tuple(np.shape(inp.pf)), f64), ((), u64))
-    loop = _looped(nodes, needed, factual, counter, outputs, shapes, sp, up)
+    loop = _looped(_crossed_terms, (nodes, needed, factual, counter, outputs), shapes, sp, up)
+    return None if loop is None else (loop, sp, up)
+
+
+def _effect_loop_plan(static, inp, n_draws, ivu, ivv_b):
+    """(loop, draws, units) per call of the numba loop that sums an effect's two worlds over the
+    units per draw, or None where it does not cover the query."""
+    if not USE_LOOP or inp.uses_lat or not on_host():
+        return None
+    P, K_, W = inp.theta.shape[1], inp.data.shape[1], ivu.shape[1]
+    others = [P, K_, W, *np.shape(inp.ivv), *np.shape(ivv_b), *np.shape(inp.tables), *np.shape(inp.pf)]
+    sp, up = _loop_sizes(n_draws, others, LOOP_UNITS)
+    f64, u64 = np.float64, np.uint64
+    shapes = (((sp, P), f64), ((sp,), u64), ((up,), u64), ((up, K_), f64), ((1, 1, 1), f64),
+              (tuple(np.shape(inp.ivv)), f64), ((up, W), f64), (tuple(np.shape(ivv_b)), f64), ((up, W), f64),
+              (tuple(np.shape(inp.tables)), f64), (tuple(np.shape(inp.pf)), f64), ((), u64))
+    loop = _looped(_effect_terms, static, shapes, sp, up, True)
     return None if loop is None else (loop, sp, up)
 
 
@@ -440,14 +468,28 @@ def effect(arrays, theta, data, lat, units, key, src_a, ivk_a, ivv_a, ivu_a, src
     """Per draw, the mean over ``units`` of E[outcome] under world a and world b: what
     ``kernels.effect_kernel`` computes, as (draws, 2). ``chunk`` = units per compiled call."""
     nodes, needed, _ = _static(arrays, needed)
-    fn = _effect(nodes, needed, _world(src_a, ivk_a, ivv_a), _world(src_b, ivk_b, ivv_b), int(outcome), int(level))
+    static = (nodes, needed, _world(src_a, ivk_a, ivv_a), _world(src_b, ivk_b, ivv_b), int(outcome), int(level))
     S, U = theta.shape[0], len(units)
-    cu = chunk or max(1, min(U, _chunk_elements() // S))
     draws = np.arange(S, dtype=np.int64)
     inp = _Inputs(arrays, theta, data, None, lat, _uses_lat(src_a, src_b), ivv_a, tables, key)
     jax = _jax()
     with jax.enable_x64(True):
         ivv_b_dev = jax.device_put(np.asarray(ivv_b, dtype=np.float64))
+    plan = None if chunk else _effect_loop_plan(static, inp, S, ivu_a, ivv_b)
+    if plan is not None:  # each draw's terms summed over a call's units as they are computed
+        loop, sp, up = plan
+        th, s = inp.draws(_padded(draws, 0, sp)[0])
+        sums = np.zeros((sp, 2))
+        with jax.enable_x64(True):
+            for u0 in range(0, U, up):
+                u_idx, nu = _padded(units, u0, up)
+                u, dat, _, iu_a = inp.units(u_idx, ivu_a)
+                iu_b = inp.units(u_idx, ivu_b)[3]
+                loop(sums, 0, nu, th, s, u, dat, np.zeros((1, 1, 1)), inp.ivv, iu_a, ivv_b_dev, iu_b, inp.tables,
+                     inp.pf, inp.key, threads=_threads())
+        return sums[:S] / U
+    fn = _effect(*static)
+    cu = chunk or max(1, min(U, _chunk_elements() // S))
     th, s = inp.draws(draws)
 
     def work(u0):

@@ -10,7 +10,7 @@ paths have one source of truth) and splits it by what each value varies over:
   *prologue* (O(draws + units) work) and handed over as tables;
 * values that vary by draw *and* unit become one straight-line loop body, compiled by numba into
   a loop that writes every output straight into the result (no intermediate chunk, no copy); its
-  ``exp`` and selects are the vectorisable ones of :mod:`causal_wm.vecmath`.
+  ``exp``, ``log``, ``cos``, ``sin`` and selects are the vectorisable ones of :mod:`causal_wm.vecmath`.
 
 The loop body is Python source assembled from a fixed table of operations (:data:`_OPS`) and
 numbered local names; every number (parameter, data value, literal of the traced code) reaches it
@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 # The per-element operations the generated loop knows: primitive -> expression over its operands.
 _OPS = {
     "add": "({0} + {1})", "sub": "({0} - {1})", "mul": "({0} * {1})", "div": "({0} / {1})",
-    "neg": "(-{0})", "abs": "abs({0})", "exp": "_exp({0})", "log": "math.log({0})",
-    "sqrt": "math.sqrt({0})", "cos": "math.cos({0})", "sin": "math.sin({0})", "erfc": "math.erfc({0})",
+    "neg": "(-{0})", "abs": "abs({0})", "exp": "_exp({0})", "log": "_log({0})",
+    "sqrt": "math.sqrt({0})", "cos": "_cos({0})", "sin": "_sin({0})", "erfc": "math.erfc({0})",
     "log1p": "math.log1p({0})", "expm1": "math.expm1({0})", "floor": "np.floor({0})", "ceil": "np.ceil({0})",
     "eq": "({0} == {1})", "ne": "({0} != {1})", "lt": "({0} < {1})", "le": "({0} <= {1})",
     "gt": "({0} > {1})", "ge": "({0} >= {1})", "and": "({0} & {1})", "or": "({0} | {1})",
@@ -199,21 +199,26 @@ class Loop:
     the traced function's arguments for that chunk (padded to the traced shapes).
     """
 
-    def __init__(self, closed, n_draws: int, n_units: int):
+    def __init__(self, closed, n_draws: int, n_units: int, sums: bool = False):
         import jax
 
         plan = _Plan(closed, n_draws, n_units)
-        self.n_out = len(plan.outvars)
+        self.n_out, self.sums = len(plan.outvars), sums
         self.mat_args = [plan.invars.index(m) for m in plan.mats]
-        self.source, reads = _source(plan)
+        self.source, reads = _source(plan, sums)
         self.kern = _compile(self.source)
         self.prologue = jax.jit(_prologue(plan, reads))
 
     def __call__(self, out, u0, nu, *args, threads: int = 1):
         """Fill ``out[:, :, u0:u0 + nu]`` (outputs, draws, units) for one chunk of units, the draws
-        split between ``threads`` threads (the loop releases the GIL)."""
+        split between ``threads`` threads (the loop releases the GIL). A loop built with ``sums``
+        instead adds each draw's outputs over the chunk's units to ``out[s, k]`` (draws, outputs)."""
         tabs = [np.asarray(t) for t in self.prologue(*args)]
         tabs += [np.ascontiguousarray(args[i], dtype=np.float64) for i in self.mat_args]
+        if self.sums:  # each thread's rows in a scratch row of its own
+            split(out.shape[0], threads, lambda a, b: self.kern(
+                *tabs[:6], np.empty((self.n_out, 1, nu)), 0, a, b, nu, out, *tabs[6:]))
+            return
         split(out.shape[1], threads, lambda a, b: self.kern(*tabs[:6], out, u0, a, b, nu, *tabs[6:]))
 
 
@@ -243,8 +248,11 @@ def _pool(n: int) -> ThreadPoolExecutor:
 _TABLES = (("scalar", _FLOAT), ("scalar", _INT), ("draw", _FLOAT), ("draw", _INT), ("unit", _FLOAT), ("unit", _INT))
 
 
-def _source(plan):
-    """The loop's source, and what it reads from the prologue: (level, class) -> values."""
+def _source(plan, sums: bool = False):
+    """The loop's source, and what it reads from the prologue: (level, class) -> values.
+
+    ``sums``: each draw's outputs are written to row 0 of ``out`` (scratch) and added up over the
+    units into ``R[s, k]``, instead of being kept."""
     reads: dict = {}
     slot: dict = {}
     names: dict = {}
@@ -323,13 +331,13 @@ def _source(plan):
         body.append(f"x{i} = {expr}")
     n_out = len(plan.outvars)
     mats = "".join(f", M{k}" for k in range(len(plan.mats)))
-    src = [f"def kern(CF, CU, DF, DU, VF, VU, out, u0, s0, s1, nu{mats}):"]
+    src = [f"def kern(CF, CU, DF, DU, VF, VU, out, u0, s0, s1, nu{', R' if sums else ''}{mats}):"]
     src += ["    " + ln for ln in top]
     src += ["    for s in range(s0, s1):"]
     src += ["        " + ln for ln in row]
     # outputs through row slices indexed from 0: an index known to be non-negative lets the
     # compiler vectorise the loop (``out[k, s, u0 + u]`` needs a negative-index check)
-    src += [f"        o{k} = out[{k}, s, u0:u0 + nu]" for k in range(n_out)]
+    src += [f"        o{k} = out[{k}, {'0' if sums else 's'}, u0:u0 + nu]" for k in range(n_out)]
     if takes:
         # LLVM cannot check a read at a computed position against the loop's writes, and leaves a
         # loop with such a read scalar. So a first loop computes just what the reads need and keeps
@@ -349,6 +357,8 @@ def _source(plan):
     src += ["        for u in range(nu):"]
     src += ["            " + ln for ln in body]
     src += [f"            o{k}[u] = {names[v]}" for k, v in enumerate(plan.outvars)]
+    if sums:  # added while the row is in cache; in a fixed order, so threads do not change the sum
+        src += [f"        R[s, {k}] += _rowsum(o{k}, nu)" for k in range(n_out)]
     return "\n".join(src) + "\n", reads
 
 
@@ -361,7 +371,11 @@ import numpy as np
 from numba import njit
 
 from causal_wm.vecmath import select as _sel
+from causal_wm.vecmath import vcos as _cos
 from causal_wm.vecmath import vexp as _exp
+from causal_wm.vecmath import rowsum as _rowsum
+from causal_wm.vecmath import vlog as _log
+from causal_wm.vecmath import vsin as _sin
 
 
 # error_model="numpy": IEEE division (inf, nan) without a branch for Python's ZeroDivisionError.

@@ -556,15 +556,35 @@ def effect_fn(nodes, needed, world_a: World, world_b: World, outcome, level):
     load()
 
     def fn(theta, s, u, data, lat, ivv_a, ivu_a, ivv_b, ivu_b, tables, pf, key, mask):
-        tr = Trace(nodes, False, theta, s, u, data, data, lat, ivv_b, ivu_b, tables, pf, key)
-        vb = tr.world(world_b, needed)
-        eb = tr.expected_outcome(outcome, vb, world_b.ivk[outcome], level)
-        tr.ivv, tr.ivu = ivv_a, ivu_a  # world a: same data and random numbers, its own intervention
-        va = tr.world(world_a, needed, other=vb)
-        ea = tr.expected_outcome(outcome, va, world_a.ivk[outcome], level)
+        ea, eb = _expected_pair(nodes, needed, world_a, world_b, outcome, level, theta, s, u, data, lat,
+                                ivv_a, ivu_a, ivv_b, ivu_b, tables, pf, key)
         w = mask[None, :]
-        sa = jnp.sum(jnp.broadcast_to(ea, tr.shape) * w, axis=1)
-        sb = jnp.sum(jnp.broadcast_to(eb, tr.shape) * w, axis=1)
-        return jnp.stack([sa, sb], axis=1)
+        return jnp.stack([jnp.sum(ea * w, axis=1), jnp.sum(eb * w, axis=1)], axis=1)
 
     return jax.jit(fn)
+
+
+def effect_terms_fn(nodes, needed, world_a, world_b, outcome, level):
+    """Per draw and unit, E[outcome] in world a and in world b: what :func:`effect_fn` sums, as a
+    tuple of two (draws, units) arrays (the numba loop of :mod:`causal_wm.looped` sums them)."""
+
+    load()
+
+    def fn(theta, s, u, data, lat, ivv_a, ivu_a, ivv_b, ivu_b, tables, pf, key):
+        return _expected_pair(nodes, needed, world_a, world_b, outcome, level, theta, s, u, data, lat,
+                              ivv_a, ivu_a, ivv_b, ivu_b, tables, pf, key)
+
+    return fn
+
+
+def _expected_pair(nodes, needed, world_a, world_b, outcome, level, theta, s, u, data, lat, ivv_a, ivu_a,
+                   ivv_b, ivu_b, tables, pf, key):
+    """(E[outcome] in world a, in world b), each broadcast to (draws, units); world a's OTHER nodes
+    take their world-b values."""
+    tr = Trace(nodes, False, theta, s, u, data, data, lat, ivv_b, ivu_b, tables, pf, key)
+    vb = tr.world(world_b, needed)
+    eb = tr.expected_outcome(outcome, vb, world_b.ivk[outcome], level)
+    tr.ivv, tr.ivu = ivv_a, ivu_a  # world a: same data and random numbers, its own intervention
+    va = tr.world(world_a, needed, other=vb)
+    ea = tr.expected_outcome(outcome, va, world_a.ivk[outcome], level)
+    return jnp.broadcast_to(ea, tr.shape), jnp.broadcast_to(eb, tr.shape)

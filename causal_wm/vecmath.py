@@ -1,4 +1,5 @@
-"""Scalar functions that numba's loop vectoriser can vectorise (used by :mod:`causal_wm.looped`).
+"""Scalar functions that numba's loop vectoriser can vectorise (used by :mod:`causal_wm.looped`):
+select, exp, log, cos and sin, and a row sum.
 
 numba compiles ``math.exp`` to a call of the C library, one element at a time, and a Python
 conditional expression to a branch; either keeps a loop scalar. :func:`select` is one LLVM
@@ -83,3 +84,146 @@ def vexp(x):
     y = select(x > -745.2, y, 0.0)
     y = select(x < 709.8, y, np.inf)
     return select(x == x, y, x)
+
+
+@intrinsic
+def _float_to_bits(typingctx, x):
+    """The int64 whose bits are the float64 ``x``."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.int64))
+
+    return types.int64(types.float64), codegen
+
+
+_LN2 = 0.6931471805599453
+# log(m) = 2 atanh(s), s = (m - 1) / (m + 1): the odd series 2 (s + s^3/3 + s^5/5 + ...) in z = s^2,
+# 12 terms (|s| <= 0.1716 for m in [sqrt(1/2), sqrt(2)): truncation below 1e-18)
+_A = tuple(1.0 / (2 * k + 1) for k in range(12))
+_SUBNORMAL = 2.2250738585072014e-308
+
+
+@njit(inline="always", cache=True)
+def vlog(x):
+    """Natural log within 4 ulp of the C library's (measured on 2.2 million arguments from 5e-324 to
+    1e304), exact at the edges (log 0 = -inf, log of a
+    negative number or NaN = NaN, log inf = inf), in arithmetic the loop vectoriser handles.
+
+    x = 2^e m with m in [sqrt(1/2), sqrt(2)) from the bits of x (subnormals scaled by 2^54 first),
+    log m = 2 atanh((m - 1) / (m + 1)) by its series (Estrin's scheme), and log x = e ln2 + log m.
+
+    Examples
+    --------
+    >>> abs(vlog(math.e) - 1.0) < 1e-15, vlog(1.0), vlog(0.0), math.isnan(vlog(-1.0))
+    (True, 0.0, -inf, True)
+    """
+    tiny = x < _SUBNORMAL
+    xs = select(tiny, x * 18014398509481984.0, x)  # 2^54
+    bits = _float_to_bits(xs)
+    e = ((bits >> 52) & 0x7FF) - select(tiny, 1077, 1023)
+    m = _bits_to_float((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000)
+    big = m > 1.4142135623730951
+    m = select(big, m * 0.5, m)
+    e = select(big, e + 1, e)
+    s = (m - 1.0) / (m + 1.0)
+    z = s * s
+    z2 = z * z
+    z4 = z2 * z2
+    z8 = z4 * z4
+    q0 = (_A[0] + _A[1] * z) + z2 * (_A[2] + _A[3] * z)
+    q1 = (_A[4] + _A[5] * z) + z2 * (_A[6] + _A[7] * z)
+    q2 = (_A[8] + _A[9] * z) + z2 * (_A[10] + _A[11] * z)
+    y = np.float64(e) * _LN2 + 2.0 * s * ((q0 + z4 * q1) + z8 * q2)
+    y = select(x > 0.0, y, select(x == 0.0, -np.inf, np.nan))
+    y = select(x == np.inf, np.inf, y)
+    return select(x == x, y, x)
+
+
+_TWO_OVER_PI = 0.6366197723675814
+# pi/2 in three parts, the first two with 33 significant bits, so that n * part is exact for |n| < 2^20
+_P1, _P2, _P3 = 1.5707963267341256, 6.077100506303966e-11, 2.0222662487959506e-21
+_S = tuple((-1.0) ** k / math.factorial(2 * k + 1) for k in range(9))  # sin r: r^1 .. r^17
+_K = tuple((-1.0) ** k / math.factorial(2 * k) for k in range(10))  # cos r: r^0 .. r^18
+COS_DOMAIN = 1.0e6
+
+
+@njit(inline="always", cache=True)
+def _quarter(x):
+    """(r, n): x = n pi/2 + r with |r| <= pi/4, n rounded to the nearest integer."""
+    n = np.floor(x * _TWO_OVER_PI + 0.5)
+    return ((x - n * _P1) - n * _P2) - n * _P3, np.int64(n)
+
+
+@njit(inline="always", cache=True)
+def _sin_cos_r(r):
+    """(sin r, cos r) for |r| <= pi/4 by their Taylor polynomials (truncation below 1e-19)."""
+    z = r * r
+    z2 = z * z
+    z4 = z2 * z2
+    s = (_S[0] + _S[1] * z) + z2 * (_S[2] + _S[3] * z) + z4 * ((_S[4] + _S[5] * z) + z2 * (_S[6] + _S[7] * z)
+                                                             + z4 * _S[8])
+    c = (_K[0] + _K[1] * z) + z2 * (_K[2] + _K[3] * z) + z4 * ((_K[4] + _K[5] * z) + z2 * (_K[6] + _K[7] * z)
+                                                             + z4 * (_K[8] + _K[9] * z))
+    return r * s, c
+
+
+@njit(inline="always", cache=True)
+def vcos(x):
+    """cos(x) within 3e-16 of the C library's for |x| <= :data:`COS_DOMAIN` (NaN beyond it, and
+    for infinite or NaN x), in arithmetic the loop vectoriser handles.
+
+    x is reduced by pi/2 in three parts (Cody and Waite), and the quadrant picks +-sin or +-cos of
+    the remainder. The engine's only cosine is of 2 pi u, u in [0, 1) (Box-Muller normals).
+
+    Examples
+    --------
+    >>> abs(vcos(1.0) - math.cos(1.0)) < 1e-16, vcos(0.0), math.isnan(vcos(1e7))
+    (True, 1.0, True)
+    """
+    r, n = _quarter(x)
+    s, c = _sin_cos_r(r)
+    q = n & 3
+    y = select(q == 0, c, select(q == 1, -s, select(q == 2, -c, s)))
+    return select(abs(x) <= COS_DOMAIN, y, np.nan)
+
+
+@njit(inline="always", cache=True)
+def vsin(x):
+    """sin(x), as :func:`vcos` (the same domain and accuracy).
+
+    Examples
+    --------
+    >>> abs(vsin(1.0) - math.sin(1.0)) < 1e-16, vsin(0.0), math.isnan(vsin(-1e7))
+    (True, 0.0, True)
+    """
+    r, n = _quarter(x)
+    s, c = _sin_cos_r(r)
+    q = n & 3
+    y = select(q == 0, s, select(q == 1, c, select(q == 2, -s, -c)))
+    return select(abs(x) <= COS_DOMAIN, y, np.nan)
+
+
+@njit(inline="always", cache=True)
+def rowsum(a, n):
+    """``a[0] + ... + a[n - 1]`` in a fixed order: eight interleaved partial sums (so that the loop
+    vectorises), added pairwise at the end.
+
+    Examples
+    --------
+    >>> rowsum(np.arange(1.0, 12.0), 10)
+    55.0
+    """
+    p0 = p1 = p2 = p3 = p4 = p5 = p6 = p7 = 0.0
+    m = n - n % 8
+    for i in range(0, m, 8):
+        p0 += a[i]
+        p1 += a[i + 1]
+        p2 += a[i + 2]
+        p3 += a[i + 3]
+        p4 += a[i + 4]
+        p5 += a[i + 5]
+        p6 += a[i + 6]
+        p7 += a[i + 7]
+    for i in range(m, n):
+        p0 += a[i]
+    return ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7))
