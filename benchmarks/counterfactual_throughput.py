@@ -22,6 +22,10 @@ Rows of the table (throughput in unit-draws per second, higher is better):
 * ``jax jit``: the same in ``jax.jit`` (x64), per chunk of units.
 * ``numba hand-fused``: the same for this one model as one hand-written ``prange`` loop
   (what a generic interpreter could reach at best; no per-node dispatch).
+* ``causal_wm fused effect (y | yb)``: ``effect(outcome, do={"t": 1}, vs={"t": 0})`` over a population
+  of ``--effect-units`` simulated units with the fitted parameter draws (the numba loop summing each
+  draw's two worlds over the units; "XLA loop" the same program compiled by XLA), beside DoWhy's
+  ``gcm.average_causal_effect`` on the same units (one draw per unit).
 * ``dowhy gcm``: ``gcm.counterfactual_samples`` on an InvertibleStructuralCausalModel with linear
   additive-noise mechanisms; a point-estimate model, so one draw per unit (unit-draws = units).
   Its rate per unit grows with U (fixed costs per call), so it is timed at 1,000 units and at each
@@ -366,6 +370,21 @@ def _parents(name: str) -> list[str]:
     return [p.strip() for p in f.split("+")] if f else []
 
 
+def dowhy_ace(scm, outcome: str, units: pd.DataFrame) -> float:
+    from dowhy import gcm
+
+    return gcm.average_causal_effect(scm, outcome, {"t": lambda t: np.ones_like(t)},
+                                     {"t": lambda t: np.zeros_like(t)}, observed_data=units)
+
+
+def population(post, scm, units: pd.DataFrame, seed: int):
+    """``post``'s parameter draws over ``units`` instead of its fitting data (what effect() averages over)."""
+    from causal_wm.testing import parameter_shapes, posterior_from_params
+
+    draws = {site: post.idata.posterior[site].values for site in parameter_shapes(scm, units)}
+    return posterior_from_params(scm, units, draws, seed=seed)
+
+
 def dowhy_cf(scm, units: pd.DataFrame) -> pd.DataFrame:
     from dowhy import gcm
 
@@ -398,6 +417,8 @@ def main(argv=None) -> None:
     ap.add_argument("--big-units", type=int, default=1_000_000,
                     help="U for the bounded-memory summary_only run (0 to skip; default 1000000)")
     ap.add_argument("--big-draws", type=int, default=1000, help="posterior draws for the --big-units run")
+    ap.add_argument("--effect-units", type=int, nargs="*", default=[100_000],
+                    help="population sizes for the effect rows (none: skip)")
     ap.add_argument("--generic-units", type=int, nargs="*", default=[10_000],
                     help="U at which the generic (interpreting) kernel is timed too (slow: ~2.5e6 unit-draws/s)")
     ap.add_argument("--dowhy-units", type=int, nargs="*", default=None,
@@ -484,7 +505,7 @@ def main(argv=None) -> None:
         with Peak() as pk:
             t, res = best_time(fn, repeats, args.min_time if repeats > 1 else 0.0)
         repeats = LAST_REPEATS[0]
-        if n_out and hasattr(res, "values"):  # causal_wm: nodes set by do() are views, not written per draw
+        if n_out and isinstance(getattr(res, "values", None), dict):  # causal_wm: do()-set nodes are views
             n_out = sum(1 for v in res.values.values() if v.strides[0] != 0)
         k_t = min(kernel_times) if "all draws" in impl and kernel_times else None
         bytes_needed = draws * U * n_out * 8 + U * n_nodes * 8 * 2 + S * n_par * 8 if n_out else 0
@@ -548,6 +569,28 @@ def main(argv=None) -> None:
             record("dowhy gcm (1 draw)", U, 1, lambda u=units: dowhy_cf(gmodel, u), 0)
         del units
 
+    # effects: the fitted parameters on a population of U simulated units (effect() averages over
+    # the posterior's own units), beside DoWhy's average_causal_effect on the same units
+    for U in args.effect_units:
+        units = simulate(U, args.seed + 4)
+        post_u = population(post, scm, units, args.seed)
+        for outcome in ("y", "yb"):
+            def eff(o=outcome, p=post_u):
+                return p.effect(o, do={"t": 1.0}, vs={"t": 0.0}, engine="fused")
+
+            eff()  # compile
+            record(f"causal_wm fused effect ({outcome})", U, S, eff, 0)
+            fused.USE_LOOP = False
+            try:
+                eff()
+                record(f"causal_wm fused effect ({outcome}), XLA loop", U, S, eff, 0)
+            finally:
+                fused.USE_LOOP = True
+            if not args.no_dowhy:
+                record(f"dowhy gcm average_causal_effect ({outcome})", U, 1,
+                       lambda o=outcome, u=units: dowhy_ace(gmodel, o, u), 0)
+        del units, post_u
+
     print("\n| implementation | units U | draws S | best of | seconds | unit-draws/s | unit-draws per CPU-s | "
           "kernel only (unit-draws/s) | fraction of copy bandwidth | fraction of first-touch write | "
           "peak extra memory (MiB) |")
@@ -586,6 +629,12 @@ def main(argv=None) -> None:
     if np.isfinite(rate(dw)):
         print(f"| causal_wm fused all draws (best) / dowhy gcm (best, U={max(dowhy_units):,}) | "
               f"{rate('causal_wm fused all draws') / rate(dw):.0f} |")
+    for U in args.effect_units:
+        for outcome in ("y", "yb"):
+            dw_e = rate(f"dowhy gcm average_causal_effect ({outcome})", U)
+            for impl in (f"causal_wm fused effect ({outcome})", f"causal_wm fused effect ({outcome}), XLA loop"):
+                if np.isfinite(dw_e) and np.isfinite(rate(impl, U)):
+                    print(f"| {impl} / dowhy gcm average_causal_effect, U={U:,} | {rate(impl, U) / dw_e:.0f} |")
     print(f"\ntotal wall time {time.perf_counter() - t_start:.0f} s, load average at end {_load()}")
 
 
