@@ -21,6 +21,8 @@ second, best of at least ``--repeats`` calls, short ones repeated for ``--min-ti
   the default device (the draws must land in host memory), and ``..., on the device`` times what
   that rule avoids: XLA's program on the device, each chunk copied to the host;
 * ``causal_wm fused summary_only``: per-unit mean, SD and 90% interval, reduced where computed;
+* ``causal_wm fused effect (y | yb)``: ``effect(outcome, do={"t": 1}, vs={"t": 0})`` over
+  ``--effect-units`` simulated units carrying the fitted draws (reduced on the device);
 * ``jax jit hand-written``: ``counterfactual_throughput.make_jax_cf`` (the model written by hand in
   JAX, one call per chunk of ``--chunk`` units, results copied to the host);
 * ``device copy``: a jitted copy of a 1 GiB float64 array on the device (bytes read + written),
@@ -96,6 +98,17 @@ def _cells(post, args, rows, on_cpu: bool) -> dict:
         units = CT.simulate(U, args.seed + 2)
         record("causal_wm fused summary_only", U, S, lambda u=units: cf(u, summary_only=True))
         del units
+    import causal_wm as cw
+
+    for U in args.effect_units:  # the fitted draws over U simulated units (effect() averages over them)
+        pop = CT.population(post, cw.SCM.from_dict(CT.MODEL), CT.simulate(U, args.seed + 4), args.seed)
+        for outcome in ("y", "yb"):
+            def eff(o=outcome, p=pop):
+                return p.effect(o, do={"t": 1.0}, vs={"t": 0.0}, engine="fused")
+
+            eff()  # compile
+            record(f"causal_wm fused effect ({outcome})", U, S, eff)
+        del pop
     if not on_cpu:
         import contextlib
 
@@ -132,6 +145,11 @@ def _cells(post, args, rows, on_cpu: bool) -> dict:
             for U in args.units:
                 units = CT.simulate(U, args.seed + 2)
                 record("dowhy gcm (1 draw)", U, 1, lambda u=units: CT.dowhy_cf(model, u))
+            for U in [u for u in args.effect_units if u <= 200_000]:  # (a second a call at 1M units)
+                units = CT.simulate(U, args.seed + 4)
+                for outcome in ("y", "yb"):
+                    record(f"dowhy gcm average_causal_effect ({outcome})", U, 1,
+                           lambda o=outcome, u=units: CT.dowhy_ace(model, o, u))
     return ref
 
 
@@ -188,6 +206,7 @@ def main(argv=None) -> None:
     ap.add_argument("--warmup", type=int, default=500)
     ap.add_argument("--units", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--summary-units", type=int, nargs="*", default=[100_000, 1_000_000])
+    ap.add_argument("--effect-units", type=int, nargs="*", default=[100_000, 1_000_000])
     ap.add_argument("--chunk", type=int, default=16_384, help="units per call of the hand-written JAX kernel")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--min-time", type=float, default=0.5)
@@ -237,8 +256,9 @@ def main(argv=None) -> None:
             print(f"| {r['implementation']} | {r['device']} | {r['U']:,} | {r['draws']} | {r['repeats']} | "
                   f"{r['seconds']:.3f} | {r['rate']:.2e} |")
     print("\n| ratio | value |\n|---|---:|")
-    for U in args.units:
-        for impl in ("causal_wm fused all draws", "causal_wm fused summary_only"):
+    for U in sorted(set(args.units) | set(args.summary_units) | set(args.effect_units)):
+        for impl in ("causal_wm fused all draws", "causal_wm fused summary_only", "causal_wm fused effect (y)",
+                     "causal_wm fused effect (yb)"):
             on_dev, on_cpu = rate(impl, U, dev), rate(impl, U, "cpu")
             if np.isfinite(on_dev) and np.isfinite(on_cpu):
                 print(f"| {impl}, {dev} machine / JAX on the cpu only, U={U:,} | {on_dev / on_cpu:.1f} |")
@@ -246,6 +266,14 @@ def main(argv=None) -> None:
         if np.isfinite(hand):
             print(f"| causal_wm fused all draws / jax jit hand-written, both on {dev}, U={U:,} | "
                   f"{rate('causal_wm fused all draws', U, dev) / hand:.2f} |")
+        for outcome in ("y", "yb"):
+            ace = rate(f"dowhy gcm average_causal_effect ({outcome})", U, "cpu")
+            if np.isfinite(ace):
+                for device in dict.fromkeys(("cpu", dev)):
+                    r = rate(f"causal_wm fused effect ({outcome})", U, device)
+                    if np.isfinite(r):
+                        print(f"| causal_wm fused effect ({outcome}) ({device} default) / dowhy gcm "
+                              f"average_causal_effect (this machine's cpu), U={U:,} | {r / ace:.0f} |")
         dw = rate("dowhy gcm (1 draw)", U, "cpu")
         if np.isfinite(dw):
             for impl in ("causal_wm fused all draws", "causal_wm fused summary_only"):
