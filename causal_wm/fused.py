@@ -254,16 +254,16 @@ def _loop_sizes(S: int, others, units: int) -> tuple[int, int]:
 def _loop_plan(nodes, needed, factual, counter, outputs, inp, n_draws, ivu, units_per_call):
     """(loop, draws, units) per call of the numba loop for this query, or None where it does not
     cover the query."""
-    if not USE_LOOP or inp.uses_lat or not on_host():
+    if not USE_LOOP or not on_host():
         return None
     P, K_, W = inp.theta.shape[1], inp.data.shape[1], ivu.shape[1]
-    others = [P, K_, W, *np.shape(inp.ivv), *np.shape(inp.tables), *np.shape(inp.pf)]
+    others = [P, K_, W, *np.shape(inp.ivv), *np.shape(inp.tables), *np.shape(inp.pf), *inp.lat_cols()]
     if inp.orig is not None:
         others.append(inp.orig.shape[1])
     sp, up = _loop_sizes(n_draws, others, units_per_call)
     f64, u64 = np.float64, np.uint64
     shapes = (((sp, P), f64), ((sp,), u64), ((up,), u64), ((up, K_), f64),
-              None if inp.orig is None else ((up, inp.orig.shape[1]), f64), ((1, 1, 1), f64),
+              None if inp.orig is None else ((up, inp.orig.shape[1]), f64), (inp.lat_shape(sp, up), f64),
               (tuple(np.shape(inp.ivv)), f64), ((up, W), f64), (tuple(np.shape(inp.tables)), f64),
               (tuple(np.shape(inp.pf)), f64), ((), u64))
     loop = _looped(_crossed_terms, (nodes, needed, factual, counter, outputs), shapes, sp, up)
@@ -273,13 +273,14 @@ def _loop_plan(nodes, needed, factual, counter, outputs, inp, n_draws, ivu, unit
 def _effect_loop_plan(static, inp, n_draws, ivu, ivv_b):
     """(loop, draws, units) per call of the numba loop that sums an effect's two worlds over the
     units per draw, or None where it does not cover the query."""
-    if not USE_LOOP or inp.uses_lat or not on_host():
+    if not USE_LOOP or not on_host():
         return None
     P, K_, W = inp.theta.shape[1], inp.data.shape[1], ivu.shape[1]
-    others = [P, K_, W, *np.shape(inp.ivv), *np.shape(ivv_b), *np.shape(inp.tables), *np.shape(inp.pf)]
+    others = [P, K_, W, *np.shape(inp.ivv), *np.shape(ivv_b), *np.shape(inp.tables), *np.shape(inp.pf),
+              *inp.lat_cols()]
     sp, up = _loop_sizes(n_draws, others, LOOP_UNITS)
     f64, u64 = np.float64, np.uint64
-    shapes = (((sp, P), f64), ((sp,), u64), ((up,), u64), ((up, K_), f64), ((1, 1, 1), f64),
+    shapes = (((sp, P), f64), ((sp,), u64), ((up,), u64), ((up, K_), f64), (inp.lat_shape(sp, up), f64),
               (tuple(np.shape(inp.ivv)), f64), ((up, W), f64), (tuple(np.shape(ivv_b)), f64), ((up, W), f64),
               (tuple(np.shape(inp.tables)), f64), (tuple(np.shape(inp.pf)), f64), ((), u64))
     loop = _looped(_effect_terms, static, shapes, sp, up, True)
@@ -291,15 +292,15 @@ def _loop_run(plan, inp, draws, units, ivu, target, done=None) -> None:
     units into ``target(u0)`` = (array, first column); ``done(u0, n)`` follows each call."""
     loop, sp, up = plan
     jax = _jax()
-    th, s = inp.draws(_padded(draws, 0, sp)[0])
-    lat = np.zeros((1, 1, 1))
+    d_idx = _padded(draws, 0, sp)[0]
+    th, s = inp.draws(d_idx)
     with jax.enable_x64(True):
         for u0 in range(0, len(units), up):
             u_idx, nu = _padded(units, u0, up)
             u, dat, org, iu = inp.units(u_idx, ivu)
             arr, col = target(u0)
-            loop(arr, col, nu, th, s, u, dat, org, lat, inp.ivv, iu, inp.tables, inp.pf, inp.key,
-                 threads=_threads())
+            loop(arr, col, nu, th, s, u, dat, org, inp.latent_columns_first(d_idx, u_idx, nu), inp.ivv, iu,
+                 inp.tables, inp.pf, inp.key, threads=_threads())
             if done is not None:
                 done(u0, nu)
 
@@ -345,6 +346,7 @@ class _Inputs:
         jax = _jax()
         self.theta, self.data, self.orig, self.lat, self.uses_lat = theta, data, orig, lat, uses_lat
         self._draws: dict = {}
+        self._lat_t = None
         with jax.enable_x64(True):
             put = jax.device_put
             self.ivv = put(np.asarray(ivv, dtype=np.float64))
@@ -367,6 +369,31 @@ class _Inputs:
         iu = ivu[u_idx] if ivu.shape[0] > 1 else np.zeros((len(u_idx), ivu.shape[1]))
         org = self.orig[u_idx] if self.orig is not None else None
         return u_idx.astype(np.uint64), self.data[u_idx], org, iu
+
+    def lat_cols(self) -> list[int]:
+        """The latent draws' number of columns, where the query reads them (a dimension the loop's
+        traced shapes must not share)."""
+        return [self.lat.shape[2]] if self.uses_lat else []
+
+    def lat_shape(self, n_draws, n_units) -> tuple[int, ...]:
+        return (n_draws, n_units, self.lat.shape[2]) if self.uses_lat else (1, 1, 1)
+
+    def latent_columns_first(self, d_idx, u_idx, nu):
+        """The latent draws of ``d_idx`` x ``u_idx`` as (columns, draws, units), as the numba loop
+        reads them (a placeholder where the query does not read them). The draws are transposed once
+        per query, then a chunk whose ``nu`` real units are consecutive is a slice of them."""
+        if not self.uses_lat:
+            return np.zeros((1, 1, 1))
+        if self._lat_t is None:
+            self._lat_t = np.ascontiguousarray(self.lat.transpose(2, 0, 1))
+        lo = int(u_idx[0])
+        if np.array_equal(u_idx[:nu], np.arange(lo, lo + nu)):
+            part = self._lat_t[:, :, lo:lo + nu]
+            if nu < len(u_idx):  # the padding repeats the last unit
+                part = np.concatenate([part, np.repeat(part[:, :, -1:], len(u_idx) - nu, axis=2)], axis=2)
+        else:
+            part = np.take(self._lat_t, u_idx, axis=2)
+        return np.take(part, d_idx, axis=1)
 
     def latent(self, d_idx, u_idx, units_first):
         if not self.uses_lat:
@@ -478,15 +505,16 @@ def effect(arrays, theta, data, lat, units, key, src_a, ivk_a, ivv_a, ivu_a, src
     plan = None if chunk else _effect_loop_plan(static, inp, S, ivu_a, ivv_b)
     if plan is not None:  # each draw's terms summed over a call's units as they are computed
         loop, sp, up = plan
-        th, s = inp.draws(_padded(draws, 0, sp)[0])
+        d_idx = _padded(draws, 0, sp)[0]
+        th, s = inp.draws(d_idx)
         sums = np.zeros((sp, 2))
         with jax.enable_x64(True):
             for u0 in range(0, U, up):
                 u_idx, nu = _padded(units, u0, up)
                 u, dat, _, iu_a = inp.units(u_idx, ivu_a)
                 iu_b = inp.units(u_idx, ivu_b)[3]
-                loop(sums, 0, nu, th, s, u, dat, np.zeros((1, 1, 1)), inp.ivv, iu_a, ivv_b_dev, iu_b, inp.tables,
-                     inp.pf, inp.key, threads=_threads())
+                loop(sums, 0, nu, th, s, u, dat, inp.latent_columns_first(d_idx, u_idx, nu), inp.ivv, iu_a,
+                     ivv_b_dev, iu_b, inp.tables, inp.pf, inp.key, threads=_threads())
         return sums[:S] / U
     fn = _effect(*static)
     cu = chunk or max(1, min(U, _chunk_elements() // S))

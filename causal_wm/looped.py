@@ -19,10 +19,13 @@ only. It is written once to :func:`cache_dir` and imported from there, so that n
 serves later processes (compiling costs about a second; where that folder cannot be written, a
 temporary one serves the process). Group-level terms read row s of the parameter draws at each
 element's column (the trace marks them with a named call, ``traced._rows_take``), and stochastic
-interventions read their quantile table at each element's position (``traced._table_take``). A
-program that uses an operation outside the table, reads other per-element values from a matrix
-(latent draws), or reduces over draws or units is not covered: :class:`Loop` raises
-:class:`Unsupported` and the fused engine runs XLA's loop instead.
+interventions read their quantile table at each element's position (``traced._table_take``).
+Latent nodes read column j of the latent draws (traced as (draws, units, columns); the caller
+hands them to the loop as (columns, draws, units), so that the reads are contiguous). A program
+that uses an operation outside the table, reads other per-element values from a matrix, or
+reduces over draws or units is not covered: :class:`Loop` raises :class:`Unsupported` and the
+fused engine runs XLA's loop instead. (Effects, a sum over the
+units per draw, are covered by a loop built with ``sums=True``, which adds each draw's row.)
 """
 
 from __future__ import annotations
@@ -128,10 +131,16 @@ class _Plan:
         eqns = _flatten(closed.jaxpr, top, [], list(closed.consts))
         self.invars = closed.jaxpr.invars
         self.level: dict = {}  # var -> "scalar" | "draw" | "unit" | "full" | "matrix"
+        # inputs the loop reads per element: parameter draws (by group column), quantile tables,
+        # latent draws
+        self.mats: list = []
         for v in self.invars:
             self.level[v] = self._level(v.aval.shape)
+            if self.level[v] == "full":  # latent draws of one column, (draws, units, 1): read per element
+                if len(v.aval.shape) != 3:
+                    raise Unsupported("an input that varies by draw and unit other than the latent draws")
+                self.mats.append(v)
         self.pro, self.body = [], []
-        self.mats: list = []  # inputs the loop reads per element (parameter draws, by group column)
         # a reshape of a per-unit or per-draw value that keeps its level is the same table entry
         self.root: dict = {}
         for eq in eqns:
@@ -147,6 +156,10 @@ class _Plan:
                     raise Unsupported(f"a {_take(prim, params)} whose row varies by draw and unit")
                 if mat not in self.mats:
                     self.mats.append(mat)
+                self.body.append(eq)
+            elif "full" in outs and self._column_of(prim, params, ins[0]) is not None:
+                if ins[0] not in self.mats:  # latent draws (draws, units, columns): column j read per element
+                    self.mats.append(ins[0])
                 self.body.append(eq)
             elif "full" in outs:
                 if len(outvars) != 1 or "matrix" in lv:
@@ -164,6 +177,17 @@ class _Plan:
         for v in self.outvars:
             if _is_literal(v) or self.level.get(v) != "full":
                 raise Unsupported("an output is not computed per draw and unit")
+
+    def _column_of(self, prim, params, a) -> int | None:
+        """j where ``prim`` takes column j of an input of shape (draws, units, columns), else None."""
+        if prim.name != "slice" or a not in self.invars or params.get("strides") not in (None, (1, 1, 1)):
+            return None
+        shape = tuple(a.aval.shape)
+        if len(shape) != 3 or shape[:2] != (self.S, self.U):
+            return None
+        j = params["start_indices"][2]
+        ok = tuple(params["start_indices"][:2]) == (0, 0) and tuple(params["limit_indices"]) == (self.S, self.U, j + 1)
+        return j if ok else None
 
     def _level(self, shape) -> str:
         dims = [d for d in shape if d != 1]
@@ -207,13 +231,15 @@ class Loop:
         self.mat_args = [plan.invars.index(m) for m in plan.mats]
         self.source, reads = _source(plan, sums)
         self.kern = _compile(self.source)
-        self.prologue = jax.jit(_prologue(plan, reads))
+        prologue, self.pro_args = _prologue(plan, reads)
+        self.prologue = jax.jit(prologue)
 
     def __call__(self, out, u0, nu, *args, threads: int = 1):
         """Fill ``out[:, :, u0:u0 + nu]`` (outputs, draws, units) for one chunk of units, the draws
         split between ``threads`` threads (the loop releases the GIL). A loop built with ``sums``
-        instead adds each draw's outputs over the chunk's units to ``out[s, k]`` (draws, outputs)."""
-        tabs = [np.asarray(t) for t in self.prologue(*args)]
+        instead adds each draw's outputs over the chunk's units to ``out[s, k]`` (draws, outputs).
+        The latent draws, traced as (draws, units, columns), are passed as (columns, draws, units)."""
+        tabs = [np.asarray(t) for t in self.prologue(*[args[i] for i in self.pro_args])]
         tabs += [np.ascontiguousarray(args[i], dtype=np.float64) for i in self.mat_args]
         if self.sums:  # each thread's rows in a scratch row of its own
             split(out.shape[0], threads, lambda a, b: self.kern(
@@ -260,7 +286,7 @@ def _source(plan, sums: bool = False):
 
     def operand(a):
         if not _is_literal(a) and not isinstance(a, tuple) and plan.level.get(a) == "full":
-            return names[a]
+            return f"M{plan.mats.index(a)}[0, s, u]" if a in plan.invars else names[a]
         if isinstance(a, tuple):
             key = id(a)
         elif _is_literal(a):  # the same number of the same type: one entry
@@ -292,6 +318,11 @@ def _source(plan, sums: bool = False):
         name, out = prim.name, outvars[0]
         index[out] = i
         deps.append({index[a] for a in ins if not _is_literal(a) and not isinstance(a, tuple) and a in index})
+        col = plan._column_of(prim, params, ins[0]) if ins else None
+        if col is not None:  # latent draws, passed as (columns, draws, units): contiguous in u
+            names[out] = f"x{i}"
+            body.append(f"x{i} = M{plan.mats.index(ins[0])}[{col}, s, u]")
+            continue
         take = _take(prim, params)
         if take:  # an entry of a matrix input: row s (parameter draws) or the table's row q, column per element
             at = "s" if take == ROWS_TAKE else f"np.int64({operand(ins[1])})"
@@ -431,11 +462,17 @@ def _compile(source: str):
 
 
 def _prologue(plan, reads):
-    """The function that computes, with XLA, every value the loop reads as a table."""
+    """The function that computes, with XLA, every value the loop reads as a table, and the
+    positions of the traced function's arguments it takes (the others, such as the latent draws,
+    only the loop reads)."""
     import jax.numpy as jnp
 
-    pro, invars, S, U = plan.pro, plan.invars, plan.S, plan.U
+    pro, S, U = plan.pro, plan.S, plan.U
     shapes = {"scalar": (), "draw": (S,), "unit": (U,)}
+    seen = {a for _, _, ins, _ in pro for a in ins if not _is_literal(a) and not isinstance(a, tuple)}
+    seen |= {a for vals in reads.values() for a in vals if not _is_literal(a) and not isinstance(a, tuple)}
+    used = [i for i, v in enumerate(plan.invars) if v in seen]
+    invars = [plan.invars[i] for i in used]
 
     def prologue(*args):
         env = dict(zip(invars, args, strict=True))
@@ -457,7 +494,7 @@ def _prologue(plan, reads):
                 tabs.append(jnp.stack(cols, axis=1 if lv == "draw" else 0))
         return tuple(tabs)
 
-    return prologue
+    return prologue, used
 
 
 @functools.cache

@@ -345,7 +345,7 @@ def test_mediation_fused_equals_generic(mixed):
         assert np.allclose(getattr(gen, part).chains, getattr(fast, part).chains, rtol=1e-9, atol=1e-12), part
 
 
-def test_fused_is_reproducible_and_independent_of_chunking(mixed):
+def test_fused_is_reproducible_and_independent_of_chunking(mixed, monkeypatch):
     df, post = mixed
     prog = post.program
     a = queries.counterfactual(post, df, {"t": cw.bernoulli(0.5)}, engine="fused", seed=3)
@@ -364,9 +364,13 @@ def test_fused_is_reproducible_and_independent_of_chunking(mixed):
     rows, draws = np.arange(N), np.arange(prog.n_draws)
     args = (prog.arrays, prog.theta, prog.data, prog.orig, prog.lat, rows, draws, 99, src_f, src_c, ivk, ivv,
             np.zeros((1, len(names))), np.zeros((1, 2)), np.ones(len(names), bool), outputs)
-    whole = fused.counterfactual_draws(*args)
-    tiled = fused.counterfactual_draws(*args, chunk=(7, 5))
-    assert np.array_equal(whole, tiled)
+    whole = fused.counterfactual_draws(*args)  # the numba loop (it reads the latent draws)
+    tiled = fused.counterfactual_draws(*args, chunk=(7, 5))  # XLA's loop, in chunks of 7 draws x 5 units
+    with monkeypatch.context() as m:
+        m.setattr(fused, "USE_LOOP", False)
+        assert np.array_equal(fused.counterfactual_draws(*args), tiled)  # XLA's loop whole: the same numbers
+    for i, k in enumerate(outputs):
+        _agree(post, tiled[i], whole[i], names[k])
     out = np.empty((len(draws), N, len(outputs)))
     K.units_kernel(*args[:6], draws, False, *args[7:], out)
     disc = [i for i, k in enumerate(outputs) if names[k] in DISCRETE]

@@ -15,7 +15,7 @@ import pytest
 
 import causal_wm as cw
 from causal_wm import fused, looped, queries
-from tests.test_fused_kernel import INTERVENTIONS, _agree, _posterior
+from tests.test_fused_kernel import INTERVENTIONS, MIXED, _agree, _codes, _posterior
 
 # every family the loop covers in a counterfactual (abducted, not drawn afresh), an interaction,
 # and outputs in original units through both transforms (z-scores and logs)
@@ -215,6 +215,44 @@ def test_effects_run_in_the_loop_and_sum_to_xlas_numbers(outcome, spy, monkeypat
         m.setattr(fused, "LOOP_UNITS", 7)  # 40 units: six calls, the last one padded
         chunked = post.effect(outcome, do={"t": 1}, vs={"t": 0}, engine="fused").draws
     np.testing.assert_allclose(chunked, threaded, rtol=1e-12, atol=1e-13)
+
+
+# two latent nodes: the loop reads column j of the latent draws (draws, units, columns) per element
+LATENT = {
+    "name": "looped_latent",
+    "nodes": {
+        "u1": {"family": "normal", "latent": True},
+        "u2": {"family": "normal", "latent": True},
+        "x": {"family": "normal", "formula": "u1"},
+        "t": {"family": "bernoulli", "formula": "u1 + x"},
+        "y": {"family": "normal", "formula": "t + u2 + x"},
+        "z": {"family": "lognormal", "formula": "u2 + y"},
+    },
+}
+
+
+@pytest.mark.parametrize("spec", [LATENT, MIXED], ids=["two_latents", "mixed"])
+def test_latent_draws_are_read_in_the_loop(spec, spy, monkeypatch):
+    df, post = _posterior(spec, 25)
+    assert post.program.lat.shape[2] == sum(post.scm.node(n).latent for n in post.scm.order)
+    do = {"t": 1}
+    loop = queries.counterfactual(post, df, do, engine="fused")
+    assert spy and spy[-1] is not None and "M0[" in spy[-1].source, "the loop should read the latent draws"
+    xla = _xla(post, df, do, monkeypatch)
+    gen = queries.counterfactual(post, df, do, engine="generic")
+    for node in loop.nodes:
+        got = _codes(post, node, loop[node])
+        _agree(post, _codes(post, node, xla[node]), got, node)
+        _agree(post, _codes(post, node, gen[node]), got, node)
+    outcome = "z"
+    eff = post.effect(outcome, do={"t": 1}, vs={"t": 0}, engine="fused").draws
+    assert spy[-1] is not None and spy[-1].sums
+    with monkeypatch.context() as m:
+        m.setattr(fused, "USE_LOOP", False)
+        np.testing.assert_allclose(eff, post.effect(outcome, do={"t": 1}, vs={"t": 0}, engine="fused").draws,
+                                   rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(eff, post.effect(outcome, do={"t": 1}, vs={"t": 0}, engine="generic").draws,
+                               rtol=1e-9, atol=1e-12)
 
 
 def test_split_reads_each_value_by_what_it_varies_over():
