@@ -51,3 +51,20 @@ def lg_fit():
     # 2 x 500 draws left R-hat of m__sigma at 1.014 (chance, at that length); 2 x 1000 gives 1.006
     post = quiet_fit(scm, df, chains=2, draws=1000, warmup=500, seed=3)
     return scm, df, noise, post
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """The loops built during a test: a list that gets each _looped result (None: not covered)."""
+    built = []
+    from causal_wm import fused
+
+    real = fused._looped.__wrapped__
+
+    def record(*a):
+        loop = real(*a)
+        built.append(loop)
+        return loop
+
+    monkeypatch.setattr(fused, "_looped", record)
+    return built

@@ -20,15 +20,6 @@ def plain():
     return _posterior(PLAIN, 21)
 
 
-@pytest.fixture
-def spy(monkeypatch):
-    """Every numba loop built during a test."""
-    built = []
-    real = fused._looped.__wrapped__
-    monkeypatch.setattr(fused, "_looped", lambda *a: built.append(real(*a)) or built[-1])
-    return built
-
-
 def test_on_an_accelerator_all_draws_run_on_the_host_and_summaries_on_the_device(plain, spy, monkeypatch):
     df, post = plain
     do = {"t": 1}
