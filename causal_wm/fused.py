@@ -6,8 +6,8 @@ and term lists. That dispatch, not arithmetic or memory, bounded them (docs/perf
 Here the walk over the nodes runs once, in Python, while JAX traces it (:mod:`causal_wm.traced`):
 the traced program is straight-line code specialised to the model and the query, with abduction,
 action and prediction in one pass. It runs as a numba loop generated from the trace
-(:mod:`causal_wm.looped`: all-draws counterfactuals and ``summary_only``, where the loop covers the
-program), or else as XLA's own loop over each chunk of (draws x units).
+(:mod:`causal_wm.looped`: all-draws counterfactuals, ``summary_only`` and effects, where the loop
+covers the program), or else as XLA's own loop over each chunk of (draws x units).
 
 * **Same semantics.** Every step mirrors the generic kernel (sources DATA/LATENT/FRESH/ABDUCT/OTHER,
   the couplings, interventions, the consistency rule) and draws the same counter-based random
