@@ -24,8 +24,8 @@ Latent nodes read column j of the latent draws (traced as (draws, units, columns
 hands them to the loop as (columns, draws, units), so that the reads are contiguous). A program
 that uses an operation outside the table, reads other per-element values from a matrix, or
 reduces over draws or units is not covered: :class:`Loop` raises :class:`Unsupported` and the
-fused engine runs XLA's loop instead. (Effects, a sum over the
-units per draw, are covered by a loop built with ``sums=True``, which adds each draw's row.)
+fused engine runs XLA's loop instead. (Effects, a sum over the units per draw, are covered by a
+loop built with ``sums=True``, which adds each draw's row.)
 """
 
 from __future__ import annotations
