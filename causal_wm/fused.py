@@ -251,22 +251,32 @@ def _loop_sizes(S: int, others, units: int) -> tuple[int, int]:
     return s, u
 
 
+def _arg_specs(inp, n_draws, ivu, units_per_call, ivv_b=None):
+    """(draws, units) to trace a numba loop at, and the (shape, dtype) of each traced argument by
+    name (None for an input the query does not have)."""
+    P, K_, W = inp.theta.shape[1], inp.data.shape[1], ivu.shape[1]
+    others = [P, K_, W, *np.shape(inp.ivv), *np.shape(inp.tables), *np.shape(inp.pf), *inp.lat_cols()]
+    others += [] if ivv_b is None else list(np.shape(ivv_b))
+    others += [] if inp.orig is None else [inp.orig.shape[1]]
+    sp, up = _loop_sizes(n_draws, others, units_per_call)
+    f64, u64 = np.float64, np.uint64
+    spec = {"theta": ((sp, P), f64), "s": ((sp,), u64), "u": ((up,), u64), "data": ((up, K_), f64),
+            "orig": None if inp.orig is None else ((up, inp.orig.shape[1]), f64),
+            "lat": (inp.lat_shape(sp, up), f64), "ivv": (tuple(np.shape(inp.ivv)), f64), "ivu": ((up, W), f64),
+            "ivv_b": None if ivv_b is None else (tuple(np.shape(ivv_b)), f64),
+            "tables": (tuple(np.shape(inp.tables)), f64), "pf": (tuple(np.shape(inp.pf)), f64), "key": ((), u64)}
+    return sp, up, spec
+
+
 def _loop_plan(nodes, needed, factual, counter, outputs, inp, n_draws, ivu, units_per_call):
     """(loop, draws, units) per call of the numba loop for this query, or None where it does not
     cover the query."""
     if not USE_LOOP or not on_host():
         return None
-    P, K_, W = inp.theta.shape[1], inp.data.shape[1], ivu.shape[1]
-    others = [P, K_, W, *np.shape(inp.ivv), *np.shape(inp.tables), *np.shape(inp.pf), *inp.lat_cols()]
-    if inp.orig is not None:
-        others.append(inp.orig.shape[1])
-    sp, up = _loop_sizes(n_draws, others, units_per_call)
-    f64, u64 = np.float64, np.uint64
-    shapes = (((sp, P), f64), ((sp,), u64), ((up,), u64), ((up, K_), f64),
-              None if inp.orig is None else ((up, inp.orig.shape[1]), f64), (inp.lat_shape(sp, up), f64),
-              (tuple(np.shape(inp.ivv)), f64), ((up, W), f64), (tuple(np.shape(inp.tables)), f64),
-              (tuple(np.shape(inp.pf)), f64), ((), u64))
-    loop = _looped(_crossed_terms, (nodes, needed, factual, counter, outputs), shapes, sp, up)
+    sp, up, spec = _arg_specs(inp, n_draws, ivu, units_per_call)
+    names = ("theta", "s", "u", "data", "orig", "lat", "ivv", "ivu", "tables", "pf", "key")  # crossed_fn's
+    loop = _looped(_crossed_terms, (nodes, needed, factual, counter, outputs), tuple(spec[n] for n in names),
+                   sp, up)
     return None if loop is None else (loop, sp, up)
 
 
@@ -275,15 +285,9 @@ def _effect_loop_plan(static, inp, n_draws, ivu, ivv_b):
     units per draw, or None where it does not cover the query."""
     if not USE_LOOP or not on_host():
         return None
-    P, K_, W = inp.theta.shape[1], inp.data.shape[1], ivu.shape[1]
-    others = [P, K_, W, *np.shape(inp.ivv), *np.shape(ivv_b), *np.shape(inp.tables), *np.shape(inp.pf),
-              *inp.lat_cols()]
-    sp, up = _loop_sizes(n_draws, others, LOOP_UNITS)
-    f64, u64 = np.float64, np.uint64
-    shapes = (((sp, P), f64), ((sp,), u64), ((up,), u64), ((up, K_), f64), (inp.lat_shape(sp, up), f64),
-              (tuple(np.shape(inp.ivv)), f64), ((up, W), f64), (tuple(np.shape(ivv_b)), f64), ((up, W), f64),
-              (tuple(np.shape(inp.tables)), f64), (tuple(np.shape(inp.pf)), f64), ((), u64))
-    loop = _looped(_effect_terms, static, shapes, sp, up, True)
+    sp, up, spec = _arg_specs(inp, n_draws, ivu, LOOP_UNITS, ivv_b)
+    names = ("theta", "s", "u", "data", "lat", "ivv", "ivu", "ivv_b", "ivu", "tables", "pf", "key")  # effect_terms_fn's
+    loop = _looped(_effect_terms, static, tuple(spec[n] for n in names), sp, up, True)
     return None if loop is None else (loop, sp, up)
 
 

@@ -390,8 +390,7 @@ def counterfactual(post, units: pd.DataFrame, do: Mapping, draws: int | None = N
     fast = fused.use_fused(engine, fused.covers_crossed(src_f), "counterfactual", len(draw_idx) * len(rows))
 
     def result(computed: dict):
-        _exact_set_values(post, do, computed, summary=summary_only)
-        for name, x in fixed.items():
+        for name, x in fixed.items():  # (every node set to numbers is here: exactly those numbers)
             computed[name] = (np.stack([x, np.zeros_like(x), x, x], axis=-1) if summary_only
                               else np.broadcast_to(x, (len(draw_idx), len(x))))
         computed = {n: computed[n] for n in order}
@@ -454,8 +453,9 @@ def _fixed_values(post, do, n_units: int) -> dict:
     return fixed
 
 
-def _exact_set_values(post, do, values, summary: bool = False) -> None:
-    """Report a continuous node set to a value (or per-unit values) as exactly the value given.
+def _exact_set_values(post, do, values) -> None:
+    """Report a continuous node set to a value (or per-unit values) as exactly the value given
+    (simulate; counterfactuals return such nodes as views of the given numbers, ``_fixed_values``).
 
     The kernels carry it on the internal scale, and ``(x - c) / s * s + c`` can differ from ``x``
     in the last bit; effectiveness (``do(X=x)`` gives ``X = x``) should hold exactly.
@@ -469,11 +469,7 @@ def _exact_set_values(post, do, values, summary: bool = False) -> None:
             x = np.asarray(v, dtype=float).reshape(-1)
         else:  # shifts, scalings, callables and policies: computed values
             continue
-        if summary:  # per unit: mean, sd, lower, upper
-            arr = values[name]
-            arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3] = x, 0.0, x, x
-        else:
-            values[name][...] = x
+        values[name][...] = x
 
 
 def _unit_rows(post, units: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
