@@ -38,7 +38,10 @@ def _log_to_terminal(quiet: bool) -> None:
 @app.command()
 def run(
     study: Path = typer.Argument(..., help="Study YAML file, or the name of a shipped study."),
-    out: Path = typer.Option(Path("results"), "--out", help="Folder for results (a subfolder per study)."),
+    out: Path = typer.Option(Path("results"), "--out", help=(
+        "Folder for results (a subfolder per study). An existing OUT/<study> is replaced only if it holds an "
+        "earlier run of a study; a saved fit (causal-wm fit) or a folder of other files is never deleted: "
+        "the run stops before fitting.")),
     backend: str = typer.Option(None, "--backend", help="numpyro or pymc (overrides the study)."),
     seed: int = typer.Option(None, "--seed", help="Seed (overrides the study)."),
     draws: int = typer.Option(None, "--draws", help="Draws per chain (overrides the study)."),
@@ -56,6 +59,8 @@ def run(
 
     _log_to_terminal(quiet)
     warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing", category=FutureWarning)
+    summary: list[str] = []  # read from this run's own files, before they are moved into place
+    caught: list = []
     try:
         s = Study.load(study)
         if not quiet:
@@ -64,19 +69,27 @@ def run(
             warnings.simplefilter("always", ConvergenceWarning)
             warnings.simplefilter("always", IdentificationWarning)
             warnings.simplefilter("always", DataWarning)
-            summary: list[str] = []  # read from this run's own files, before they are moved into place
             folder = s.run(out, backend=backend, seed=seed, draws=draws, chains=chains, warmup=warmup,
                            progress=_bars(quiet), on_written=lambda d: _print_summary(d, summary.append))
-        for w in caught:
-            if issubclass(w.category, (ConvergenceWarning, IdentificationWarning, DataWarning)):
-                typer.echo(f"warning: {w.message}", err=True)
     except CausalWMError as exc:
+        # a failed expectation comes after the results are written: show them (and the warnings) first
+        _print_run(caught, summary)
         _fail(exc, debug)
         return
-    for line in summary:
-        typer.echo(line)
+    _print_run(caught, summary)
     typer.echo(f"results written to {folder}")
     typer.echo(f"report: {folder / 'report.html'}")
+
+
+def _print_run(caught, summary: list[str]) -> None:
+    """A run's warnings (to stderr), then its results table, diagnostics and expectations."""
+    from causal_wm.errors import ConvergenceWarning, DataWarning, IdentificationWarning
+
+    for w in caught or []:
+        if issubclass(w.category, (ConvergenceWarning, IdentificationWarning, DataWarning)):
+            typer.echo(f"warning: {w.message}", err=True)
+    for line in summary:
+        typer.echo(line)
 
 
 def _print_summary(folder: Path, echo=typer.echo) -> None:
@@ -147,6 +160,12 @@ def query(
             res = post.counterfactual(units=post.plan.frame[mask], do=do_map, summary_only=True, prob=prob)
             table = res.summary()
             if outcome:
+                if outcome not in set(table["node"]):
+                    from causal_wm.errors import suggest
+
+                    nodes = list(dict.fromkeys(table["node"]))
+                    raise QueryError(f"--outcome {outcome!r} is not a node these counterfactuals change; they "
+                                     f"change {nodes}.{suggest(outcome, nodes)} Leave --outcome out to see them all.")
                 table = table[table["node"] == outcome]
         else:
             if not outcome:
@@ -166,7 +185,10 @@ def query(
 def fit(
     model: str = typer.Argument(..., help="Model YAML file or library name."),
     data: Path = typer.Option(None, "--data", help="CSV/Parquet data (default: the model's own data source)."),
-    out: Path = typer.Option(Path("results"), "--out", help="Folder for results (a subfolder per model)."),
+    out: Path = typer.Option(Path("results"), "--out", help=(
+        "Folder for results (a subfolder per model). An existing OUT/<model> is replaced only if it holds an "
+        "earlier saved fit; a study's results (causal-wm run) or a folder of other files is never deleted: "
+        "the command stops before fitting.")),
     backend: str = typer.Option("numpyro", "--backend", help="numpyro or pymc."),
     seed: int = typer.Option(0, "--seed"),
     draws: int = typer.Option(1000, "--draws"),
@@ -179,11 +201,12 @@ def fit(
     from causal_wm.errors import CausalWMError
     from causal_wm.library import load_model
     from causal_wm.sources import load_source
-    from causal_wm.study import save_fit
+    from causal_wm.study import check_output, save_fit
 
     _log_to_terminal(quiet)
     try:
         scm = load_model(model)
+        check_output(out / scm.name, "fit")  # before fitting: what is there must be a saved fit, or nothing
         df = load_source({"path": str(data)}) if data else scm.load_data()
         post = scm.fit(df, backend=backend, seed=seed, draws=draws, chains=chains, warmup=warmup,
                        progress=_bars(quiet))

@@ -17,6 +17,7 @@ import pandas as pd
 from causal_wm.data import NodeScale, encode, fit_scales, prepare
 from causal_wm.design import NodeLayout, layouts, marginal_latents, positive_columns
 from causal_wm.errors import BackendNotInstalled, FitError, QueryError, suggest
+from causal_wm.seeding import valid_seed
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,9 @@ def settings(backend="numpyro", **kw) -> FitSettings:
     _check_int("chains", s.chains, 1)
     _check_int("draws", s.draws, 1)
     _check_int("warmup", s.warmup, 0)
-    _check_int("seed", s.seed, 0)
+    if not valid_seed(s.seed):
+        raise QueryError(f"seed must be a non-negative integer (0 <= seed < 2**63: it is stored as a 64-bit "
+                         f"integer), got {s.seed!r}.")
     _check_int("steps", s.steps, 1)
     if isinstance(s.target_accept, bool) or not isinstance(s.target_accept, (int, float)) \
             or not 0 < s.target_accept < 1:

@@ -14,6 +14,9 @@ A ``data:`` block is either one source (``{path: ...}`` or ``{package: ..., tabl
       derive: [{name: age2, op: square, of: age}, {name: treated_cps, op: equals, of: source, value: cps}]
       columns: [age, age2, ...]      # keep only these (optional)
 
+One source may carry ``filter:``, ``derive:`` and ``columns:`` beside its ``path:`` (or ``package:``
+and ``table:``), applied as above. Unknown keys anywhere in the block are errors.
+
 A source may carry its own ``filter:`` list, applied to that source alone before the sources are
 combined (``nsw: {package: causaldata, table: nsw_mixtape, filter: [{column: treat, op: "==",
 value: 1}]}`` keeps the NSW trainees only), since the top-level filter sees the combined rows.
@@ -36,6 +39,9 @@ from causal_wm.errors import DataError, suggest
 from causal_wm.sources import load_source
 
 DATA_KEYS = {"sources", "stack", "join", "source_column", "filter", "derive", "columns"}
+SOURCE_KEYS = {"path", "package", "table"}
+NAMED_SOURCE_KEYS = SOURCE_KEYS | {"filter"}  # an entry of sources: may carry its own filter
+SINGLE_KEYS = SOURCE_KEYS | {"filter", "derive", "columns"}  # one source, with the steps that need no combining
 FILTER_OPS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
               ">=": operator.ge}
 UNARY = {"square": np.square, "log": np.log, "log1p": np.log1p, "exp": np.exp, "abs": np.abs}
@@ -69,18 +75,15 @@ def load_data(spec: Mapping, base=None) -> DataBundle:
     >>> b.summary["rows"]["after filter"] < b.summary["rows"]["a"]
     True
     """
-    if not isinstance(spec, Mapping):
-        raise DataError(f"'data' must be a mapping, got {type(spec).__name__}.")
-    if "sources" not in spec:
-        frame = load_source(dict(spec), base=base)
-        return DataBundle(frame, {"rows": {"source": len(frame)}})
-    unknown = set(spec) - DATA_KEYS
-    if unknown:
-        key = sorted(map(str, unknown))[0]
-        raise DataError(f"data: unknown key {key!r}; allowed {sorted(DATA_KEYS)}.{suggest(key, DATA_KEYS)}")
+    check_spec(spec)
+    if "sources" not in spec:  # one source; its filter, derived columns and column list as for several
+        source = {k: v for k, v in spec.items() if k in SOURCE_KEYS}
+        steps = {k: v for k, v in spec.items() if k not in SOURCE_KEYS}
+        frame = load_source(source, base=base)
+        if not steps:
+            return DataBundle(frame, {"rows": {"source": len(frame)}})
+        spec = {"sources": {"source": source}, **steps}
     sources = spec["sources"]
-    if not isinstance(sources, Mapping) or not sources:
-        raise DataError("data.sources must map names to sources, e.g. {a: {path: a.csv}}.")
     frames = {str(k): _load_named(str(k), v, base) for k, v in sources.items()}
     rows: dict = {k: len(v) for k, v in frames.items()}
     summary: dict = {"rows": rows}
@@ -110,14 +113,54 @@ def load_data(spec: Mapping, base=None) -> DataBundle:
     return DataBundle(frame.reset_index(drop=True), summary)
 
 
+def _unknown(keys, allowed, what: str) -> None:
+    unknown = sorted(str(k) for k in keys if k not in allowed)
+    if unknown:
+        key = unknown[0]
+        raise DataError(f"{what}: unknown key {key!r}; allowed {sorted(allowed)}.{suggest(key, allowed)}")
+
+
+def check_spec(spec) -> None:
+    """Check a ``data:`` block's shape without loading anything: its keys, those of each source, and
+    that filters, derived columns and column lists are lists (a typo never goes silently unused).
+
+    Examples
+    --------
+    >>> check_spec({"path": "d.csv", "fliter": []})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    causal_wm.errors.DataError: data: unknown key 'fliter'; allowed [...]. Did you mean 'filter'?
+    """
+    if not isinstance(spec, Mapping):
+        raise DataError(f"'data' must be a mapping, got {type(spec).__name__}.")
+    if "sources" in spec:
+        _unknown(spec, DATA_KEYS, "data")
+        sources = spec["sources"]
+        if not isinstance(sources, Mapping) or not sources:
+            raise DataError("data.sources must map names to sources, e.g. {a: {path: a.csv}}.")
+        for name, src in sources.items():
+            if isinstance(src, Mapping):
+                _unknown(src, NAMED_SOURCE_KEYS, f"data.sources.{name}")
+                if "filter" in src and not isinstance(src["filter"], list):
+                    raise DataError(f"data.sources.{name}.filter must be a list like [{{column: c, op: '==', "
+                                    f"value: v}}], got {src['filter']!r}.")
+    else:
+        for k in ("stack", "join", "source_column"):
+            if k in spec:
+                raise DataError(f"data: {k!r} combines several sources, and this block has one; name them under "
+                                "'sources:' (e.g. sources: {a: {path: a.csv}, b: {path: b.csv}}).")
+        _unknown(spec, SINGLE_KEYS, "data")
+    for k, example in (("filter", "[{column: age, op: '>=', value: 18}]"),
+                       ("derive", "[{name: age2, op: square, of: age}]"), ("columns", "[age, educ]")):
+        if spec.get(k) is not None and not isinstance(spec[k], list):
+            raise DataError(f"data.{k} must be a list like {example}, got {spec[k]!r}.")
+
+
 def _load_named(name, spec, base) -> pd.DataFrame:
     """One named source, with its own ``filter:`` list (if any) applied before combining."""
     if not isinstance(spec, Mapping) or "filter" not in spec:
         return load_source(spec, base=base)
     filters = spec["filter"]
-    if not isinstance(filters, list):
-        raise DataError(f"data.sources.{name}.filter must be a list like [{{column: c, op: '==', value: v}}], "
-                        f"got {filters!r}.")
     frame = load_source({k: v for k, v in spec.items() if k != "filter"}, base=base)
     for f in filters:
         frame = _filter(frame, f)

@@ -175,12 +175,27 @@ def _column(name: str, s: pd.Series) -> dict:
 
 
 # ---------------------------------------------------------------------------- reading the folder
+def _unreadable(path: Path, exc: Exception) -> ReportError:
+    return ReportError(f"{str(path)!r} could not be read ({type(exc).__name__}: {exc}); the results folder is "
+                       "damaged or was edited by hand. Run the study again (causal-wm run) to rewrite it.")
+
+
 def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise _unreadable(path, exc) from None
 
 
 def _read_yaml(path: Path) -> Any:
-    return yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise _unreadable(path, exc) from None
 
 
 def load_folder(results_dir: str | Path) -> dict:
@@ -189,10 +204,21 @@ def load_folder(results_dir: str | Path) -> dict:
     if not (d / "results.json").is_file():
         raise ReportError(f"{str(d)!r} has no results.json; give a folder written by 'causal-wm run' "
                           "(results/<study name>).")
-    summary = pd.read_csv(d / "summary.csv") if (d / "summary.csv").is_file() else None
-    return {"dir": d, "results": _read_json(d / "results.json"), "manifest": _read_json(d / "manifest.json") or {},
-            "study": _read_yaml(d / "study.yaml") or {}, "model": _read_yaml(d / "model.yaml"),
-            "data": _read_json(d / "data_summary.json"), "summary": summary}
+    try:
+        summary = pd.read_csv(d / "summary.csv") if (d / "summary.csv").is_file() else None
+    except (OSError, ValueError) as exc:
+        raise _unreadable(d / "summary.csv", exc) from None
+    results = _read_json(d / "results.json")
+    if not isinstance(results, dict) or not isinstance(results.get("queries"), dict):
+        raise ReportError(f"{str(d / 'results.json')!r} is not a results file of causal_wm (no 'queries' mapping); "
+                          "run the study again (causal-wm run) to rewrite it.")
+    bundle = {"dir": d, "results": results, "manifest": _read_json(d / "manifest.json") or {},
+              "study": _read_yaml(d / "study.yaml") or {}, "model": _read_yaml(d / "model.yaml"),
+              "data": _read_json(d / "data_summary.json"), "summary": summary}
+    for key in ("manifest", "study"):
+        if not isinstance(bundle[key], dict):
+            bundle[key] = {}
+    return bundle
 
 
 def _query_specs(study: Mapping) -> dict:
@@ -267,17 +293,20 @@ def preparation_rows(prep: Mapping | None) -> list[tuple[str, str]]:
 
 def _diagnostics_section(diag: Mapping, chains: int | None) -> dict:
     svi = diag.get("method") == "svi"
+    single = not svi and chains == 1
     ess = f"at least {100 * chains}" if chains else "at least 100 per chain"
+    rhat = ("not applicable (SVI)" if svi else "not computed (needs at least 2 chains)" if single
+            else number(diag.get("max_rhat")))
     rows = [
         ("method", diag.get("method", "nuts"), "", True),
-        ("largest R-hat", "not applicable (SVI)" if svi else number(diag.get("max_rhat")), "at most 1.01",
-         svi or (diag.get("max_rhat") or 0) <= 1.01),
+        ("largest R-hat", rhat, "at most 1.01", svi or single or (diag.get("max_rhat") or 0) <= 1.01),
         ("smallest bulk ESS", number(diag.get("min_ess_bulk")), ess, _enough(diag.get("min_ess_bulk"), chains)),
         ("smallest tail ESS", number(diag.get("min_ess_tail")), ess, _enough(diag.get("min_ess_tail"), chains)),
         ("divergent transitions", str(diag.get("divergences", 0)), "0", not diag.get("divergences")),
     ]
     rows = [{"label": a, "value": b, "target": c, "ok": d} for a, b, c, d in rows]
-    return {"ok": bool(diag.get("ok")), "rows": rows, "problems": list(diag.get("problems") or [])}
+    return {"ok": bool(diag.get("ok")), "rows": rows, "problems": list(diag.get("problems") or []),
+            "single_chain": single}
 
 
 def _enough(ess: float | None, chains: int | None) -> bool:
@@ -328,6 +357,72 @@ def _effect(name: str, res: Mapping, spec: Mapping, summary) -> dict:
              ("units averaged over", f"{res.get('n_units', 0):,}")]
     return {"sentence": effect_sentence(res, spec), "img": img, "facts": table,
             "identification": _identification_facts(res.get("identification"))}
+
+
+MEDIATION_PARTS = (("total", "total effect"), ("direct", "direct effect (NDE)"),
+                   ("indirect", "indirect effect (NIE)"))
+
+
+def _interval(r: Mapping) -> str:
+    return f"{number(r.get('lower'))} to {number(r.get('upper'))}"
+
+
+def mediation_sentence(res: Mapping, spec: Mapping) -> str:
+    """The answer to a mediation query in one sentence: the total effect and how it splits.
+
+    Examples
+    --------
+    >>> part = lambda e, lo, hi: {"estimate": e, "lower": lo, "upper": hi}
+    >>> mediation_sentence({"treatment": "t", "mediators": ["m"], "outcome": "y", "prob": 0.9,
+    ...                     "total": {**part(2.0, 1.5, 2.5), "do": {"t": 1}, "vs": {"t": 0}, "n_units": 600},
+    ...                     "direct": part(0.5, 0.1, 0.9), "indirect": part(1.5, 1.2, 1.8),
+    ...                     "rows": [{"quantity": "proportion mediated", **part(0.75, 0.6, 0.9)}]},
+    ...                    {})  # doctest: +NORMALIZE_WHITESPACE
+    'Setting t to 1 instead of 0 changes y by 2 in total (90% interval 1.5 to 2.5): 1.5 through m (indirect
+    effect, 90% interval 1.2 to 1.8) and 0.5 directly (90% interval 0.1 to 0.9); proportion mediated 0.75
+    (90% interval 0.6 to 0.9).'
+    """
+    total, direct, indirect = (res.get(k) or {} for k in ("total", "direct", "indirect"))
+    pct = f"{round(100 * res.get('prob', 0.9))}% interval"
+    do = total.get("do") or {res["treatment"]: spec.get("treat_value", 1)}
+    vs = total.get("vs") or {res["treatment"]: spec.get("control_value", 0)}
+    outcome = res["outcome"]
+    if spec.get("level") is not None:
+        outcome = f"the probability that {outcome} = {spec['level']}"
+    mediators = " and ".join(res.get("mediators") or [])
+    text = (f"{contrast(do, vs)} changes {outcome} by {number(total.get('estimate'))} in total ({pct} "
+            f"{_interval(total)}): {number(indirect.get('estimate'))} through {mediators} (indirect effect, {pct} "
+            f"{_interval(indirect)}) and {number(direct.get('estimate'))} directly ({pct} {_interval(direct)})")
+    prop = next((r for r in res.get("rows") or [] if r.get("quantity") == "proportion mediated"), None)
+    if prop is not None:
+        text += f"; proportion mediated {number(prop.get('estimate'))} ({pct} {_interval(prop)})"
+    text += "."
+    where = selection(spec.get("given") or total.get("given"))
+    if where:
+        return f"Among the {total.get('n_units', 0):,} units with {where}, {text}"
+    return text[0].upper() + text[1:]
+
+
+def _mediation(res: Mapping, spec: Mapping) -> dict:
+    rows = []
+    for key, label in MEDIATION_PARTS:
+        r = res.get(key) or {}
+        rows.append({"label": label, "estimate": number(r.get("estimate")), "sd": number(r.get("sd")),
+                     "interval": _interval(r), "prob_positive": probability(r.get("prob_positive")),
+                     "mcse": number(r.get("mcse"))})
+    for r in res.get("rows") or []:
+        if r.get("quantity") == "proportion mediated":
+            rows.append({"label": "proportion mediated", "estimate": number(r.get("estimate")), "sd": "n/a",
+                         "interval": _interval(r), "prob_positive": probability(r.get("prob_positive")),
+                         "mcse": number(r.get("mcse"))})
+    return {"sentence": mediation_sentence(res, spec), "rows": rows, "prob": round(100 * res.get("prob", 0.9)),
+            "identification": _identification_facts(res.get("identification"))}
+
+
+def _flagged(r: Mapping) -> bool:
+    """Whether a saved answer (or any of a mediation answer's effects) carries warnings or a failed fit."""
+    parts = [r, *(r[k] for k in ("direct", "indirect", "total") if isinstance(r.get(k), Mapping))]
+    return any(bool(p.get("warnings")) or not (p.get("diagnostics") or {}).get("ok", True) for p in parts)
 
 
 def _identification_facts(ident: Mapping | None) -> list[tuple[str, str]]:
@@ -391,9 +486,11 @@ def _queries(bundle: dict) -> list[dict]:
     for i, (name, r) in enumerate(res.items()):
         spec = specs.get(name, {})
         item = {"name": name, "kind": r["kind"], "anchor": f"q{i + 1}", "question": spec.get("question") or "",
-                "warnings": bool(r.get("warnings")) or not r.get("diagnostics", {}).get("ok", True)}
+                "warnings": _flagged(r)}
         if r["kind"] == "effect":
             item.update(_effect(name, r, spec, bundle["summary"]), outcome=r["outcome"])
+        elif r["kind"] == "mediation":
+            item.update(_mediation(r, spec))
         elif r["kind"] == "simulate":
             item.update(_simulate(r, spec, bundle["data"]))
         elif r["kind"] == "counterfactual":
@@ -650,7 +747,7 @@ def write_figures(html: str, folder: Path) -> list[Path]:
     return paths
 
 
-def render_report(results_dir: str | Path, pdf: bool = False) -> Path:
+def render_report(results_dir: str | Path, pdf: bool = False, announce: bool = True) -> Path:
     """Write ``report.html`` (and ``report.pdf`` with ``pdf=True``) into a results folder.
 
     Reads only the saved files; nothing is refitted or recomputed from the posterior.
@@ -661,6 +758,8 @@ def render_report(results_dir: str | Path, pdf: bool = False) -> Path:
         A folder written by :meth:`causal_wm.Study.run` (``results/<study name>``).
     pdf : bool
         Also write ``report.pdf`` with WeasyPrint (:class:`BackendNotInstalled` if it is missing).
+    announce : bool
+        Log where the report was written (a study run logs it itself, once the folder has its final name).
 
     Returns
     -------
@@ -675,6 +774,7 @@ def render_report(results_dir: str | Path, pdf: bool = False) -> Path:
     write_figures(html, d / "figures")
     if weasy is not None:
         _write_atomic(d / "report.pdf", weasy.HTML(string=html, base_url=str(d)).write_pdf())
-    log.info("report written to %s", out)
+    if announce:
+        log.info("report written to %s", out)
     return out
 

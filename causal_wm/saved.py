@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from causal_wm.errors import QueryError, StudyError, suggest
+from causal_wm.errors import CausalWMError, QueryError, StudyError, suggest
 
 CONDITION = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_]*)\s*(==|!=|<=|>=|<|>)\s*(.+?)\s*$")
 
@@ -38,12 +38,32 @@ def load_posterior(results_dir: str | Path):
         if not (d / name).is_file():
             raise StudyError(f"{d} is not a results folder: {name} is missing. Run a study (causal-wm run) or "
                              "causal-wm fit first.")
-    scm = SCM.from_dict(yaml.safe_load((d / "model.yaml").read_text(encoding="utf-8")))
-    data = pd.read_csv(d / "data.csv", index_col="unit")
-    manifest = json.loads((d / "manifest.json").read_text())
-    known = FitSettings.__dataclass_fields__
-    settings = FitSettings(**{k: v for k, v in manifest["settings"].items() if k in known})
-    idata = az.from_netcdf(d / "posterior.nc")
+    def unreadable(name: str, exc: Exception) -> StudyError:
+        return StudyError(f"{d / name} could not be read ({type(exc).__name__}: {exc}); the results folder is "
+                          "damaged or was not written by causal_wm. Run the study (causal-wm run) or causal-wm fit "
+                          "again to rewrite it.")
+
+    try:
+        scm = SCM.from_dict(yaml.safe_load((d / "model.yaml").read_text(encoding="utf-8")))
+    except CausalWMError:
+        raise
+    except (OSError, ValueError, yaml.YAMLError, TypeError, AttributeError) as exc:
+        raise unreadable("model.yaml", exc) from None
+    try:
+        data = pd.read_csv(d / "data.csv", index_col="unit")
+    except (OSError, ValueError) as exc:
+        raise unreadable("data.csv", exc) from None
+    try:
+        manifest = json.loads((d / "manifest.json").read_text(encoding="utf-8"))
+        known = FitSettings.__dataclass_fields__
+        settings = FitSettings(**{k: v for k, v in manifest["settings"].items() if k in known})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise unreadable("manifest.json", exc) from None
+    try:
+        idata = az.from_netcdf(d / "posterior.nc")
+        idata.posterior  # noqa: B018 - a file without the posterior group is no saved fit
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:
+        raise unreadable("posterior.nc", exc) from None
     return Posterior(scm=scm, plan=make_plan(scm, data), idata=idata, settings=settings)
 
 
@@ -76,7 +96,7 @@ def select_units(frame: pd.DataFrame, condition: str | None) -> np.ndarray:
     if not condition:
         return np.ones(len(frame), dtype=bool)
     mask = np.ones(len(frame), dtype=bool)
-    for part in re.split(r"\s+and\s+", condition):
+    for part in re.split(r"\s+and\s+", condition, flags=re.IGNORECASE):
         m = CONDITION.match(part)
         if not m:
             raise QueryError(f"units condition {part!r}: write COLUMN OP VALUE with OP one of == != < <= > >=, "
@@ -90,9 +110,17 @@ def select_units(frame: pd.DataFrame, condition: str | None) -> np.ndarray:
         except ValueError:
             value = raw
         series = frame[col]
+        numeric = pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)
+        if numeric and isinstance(value, str):
+            raise QueryError(f"units condition {part.strip()!r}: column {col!r} holds numbers, and {raw!r} is not "
+                             f"a number; write e.g. '{col} {op} 30' (conditions are joined by 'and').")
         ops = {"==": series.__eq__, "!=": series.__ne__, "<": series.__lt__, "<=": series.__le__,
                ">": series.__gt__, ">=": series.__ge__}
-        mask &= ops[op](value).to_numpy(dtype=bool)
+        try:
+            mask &= ops[op](value).to_numpy(dtype=bool)
+        except TypeError as exc:
+            raise QueryError(f"units condition {part.strip()!r} cannot be evaluated on column {col!r} "
+                             f"({series.dtype}): {exc}.") from None
     if not mask.any():
         raise QueryError(f"units condition {condition!r} selects no units.")
     return mask

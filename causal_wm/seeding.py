@@ -10,6 +10,21 @@ import zlib
 
 import numpy as np
 
+# Seeds are recorded as 64-bit signed integers (posterior.nc attributes, results.json readers), so
+# the accepted range is 0 <= seed < 2**63.
+SEED_LIMIT = 2**63
+
+
+def valid_seed(seed) -> bool:
+    """Whether ``seed`` is an accepted seed: an integer with ``0 <= seed < 2**63``.
+
+    Examples
+    --------
+    >>> valid_seed(0), valid_seed(2**63 - 1), valid_seed(2**63), valid_seed(-1), valid_seed(True)
+    (True, True, False, False, False)
+    """
+    return not isinstance(seed, bool) and isinstance(seed, (int, np.integer)) and 0 <= seed < SEED_LIMIT
+
 
 def stream(seed: int, purpose: str) -> int:
     """A 63-bit integer seed for ``purpose`` derived from ``seed``.
@@ -19,10 +34,10 @@ def stream(seed: int, purpose: str) -> int:
     >>> stream(0, "fit") == stream(0, "fit") != stream(0, "effect")
     True
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    if not valid_seed(seed):
         from causal_wm.errors import QueryError
 
-        raise QueryError(f"seed must be a non-negative integer, got {seed!r}.")
+        raise QueryError(f"seed must be a non-negative integer (0 <= seed < 2**63), got {seed!r}.")
     ss = np.random.SeedSequence(int(seed), spawn_key=(zlib.crc32(purpose.encode("utf-8")),))
     return int(ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 

@@ -99,6 +99,12 @@ def load_source(spec: dict, base: str | Path | None = None) -> pd.DataFrame:
     if not isinstance(spec, Mapping):
         raise DataError(f"data source {spec!r}: expected a mapping like {{path: data.csv}} or "
                         "{package: causaldata, table: nsw_mixtape}.")
+    unknown = sorted(str(k) for k in spec if k not in ("path", "package", "table"))
+    if unknown:
+        from causal_wm.errors import suggest
+
+        raise DataError(f"data source {dict(spec)!r}: unknown key {unknown[0]!r}; a source is {{path: file.csv}} or "
+                        f"{{package: P, table: T}}.{suggest(unknown[0], ('path', 'package', 'table'))}")
     if "path" in spec:
         if not isinstance(spec["path"], (str, Path)):
             raise DataError(f"data source {spec!r}: 'path' must be a file name, got {spec['path']!r}.")

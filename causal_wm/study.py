@@ -31,6 +31,7 @@ import pandas as pd
 from causal_wm.data import prepare
 from causal_wm.errors import CausalWMError, StudyError, suggest
 from causal_wm.library import read_yaml, resolve
+from causal_wm.seeding import valid_seed
 from causal_wm.spec import check_folder_name
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ QUERY_KEYS = {
     "simulate": {"name", "kind", "do", "n", "question"},
     "counterfactual": {"name", "kind", "do", "units", "draws", "question", "summary_only"},
     "mediation": {"name", "kind", "treatment", "mediator", "outcome", "treat_value", "control_value", "given",
-                  "question"},
+                  "level", "question"},
 }
 REQUIRED_KEYS = {"effect": ("outcome", "do"), "simulate": (), "counterfactual": ("do",),
                  "mediation": ("treatment", "mediator", "outcome")}
@@ -102,11 +103,17 @@ class Study:
     path: str
     spec: dict
     lines: dict
+    # the file's bytes as loaded: results record their hash and a copy, whatever the file holds later
+    text: bytes = dataclasses.field(default=b"", repr=False, compare=False)
 
     @classmethod
     def load(cls, path: str | Path) -> Study:
         """Load and validate a study file (by path or library name)."""
         p = resolve(path, "studies")
+        try:
+            text = p.read_bytes() if p.is_file() else b""
+        except OSError:
+            text = b""  # read_yaml says what is wrong with the path
         data, lines = read_yaml(p, error=StudyError)
         if not isinstance(data, Mapping):
             raise StudyError(f"{p}: a study must be a mapping with 'model' and 'queries'.")
@@ -122,6 +129,13 @@ class Study:
         if data.get("data") is not None and not isinstance(data["data"], Mapping):
             raise StudyError(f"'data' must be a mapping like {{path: data.csv}} or {{package: causaldata, "
                              f"table: nsw_mixtape}}, got {data['data']!r}{_where(p, lines, 'data')}.")
+        if data.get("data"):
+            from causal_wm.integration import check_spec
+
+            try:
+                check_spec(data["data"])
+            except CausalWMError as exc:
+                raise StudyError(f"{str(exc).rstrip('.')}{_where(p, lines, 'data')}.") from None
         fit = data.get("fit") or {}
         if not isinstance(fit, Mapping):
             raise StudyError(f"'fit' must be a mapping{_where(p, lines, 'fit')}.")
@@ -136,8 +150,9 @@ class Study:
         except (CausalWMError, TypeError, ValueError) as exc:
             raise StudyError(f"fit: {exc}{_where(p, lines, 'fit')}") from None
         seed = data.get("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise StudyError(f"'seed' must be a non-negative integer, got {seed!r}{_where(p, lines, 'seed')}.")
+        if not isinstance(seed, int) or not valid_seed(seed):
+            raise StudyError(f"'seed' must be a non-negative integer (0 <= seed < 2**63), got {seed!r}"
+                             f"{_where(p, lines, 'seed')}; choose one in that range.")
         queries = data.get("queries") or []
         if not isinstance(queries, list) or not queries:
             raise StudyError(f"'queries' must be a non-empty list{_where(p, lines, 'queries')}.")
@@ -146,6 +161,7 @@ class Study:
             if not isinstance(q, Mapping) or not isinstance(q.get("name"), str) or not q["name"]:
                 raise StudyError(f"each query needs a mapping with a 'name' (a string), got {q!r}"
                                  f"{_where(p, lines, 'queries')}.")
+            _check_query_name(q["name"], _where(p, lines, str(q["name"])))
             kind = q.get("kind")
             if not isinstance(kind, str) or kind not in QUERY_KEYS:
                 raise StudyError(f"query {q['name']!r}: kind must be one of {sorted(QUERY_KEYS)}, got {kind!r}"
@@ -169,7 +185,7 @@ class Study:
         if isinstance(name, (int, float)) and not isinstance(name, bool):
             name = str(name)  # `name: 2024` reads as a number
         check_folder_name(name, f"study name{_where(p, lines, 'name')}", StudyError)
-        study = cls(name=name, path=str(p), spec=dict(data), lines=lines)
+        study = cls(name=name, path=str(p), spec=dict(data), lines=lines, text=text)
         _check_checks(study)
         return study
 
@@ -204,6 +220,11 @@ class Study:
         results are still written, with the failure recorded).
         """
         t0 = time.time()
+        if seed is not None and not valid_seed(seed):
+            raise StudyError(f"seed must be a non-negative integer (0 <= seed < 2**63), got {seed!r}; choose one "
+                             "in that range.")
+        final = Path(out) / self.name
+        check_output(final, "study")  # before fitting: never fit for minutes, then fail to write
         scm = self.model()
         df = self.data(scm)
         fit_kw = dict(self.spec.get("fit") or {})
@@ -215,7 +236,7 @@ class Study:
         seed_used = int(self.spec.get("seed", 0) if seed is None else seed)
         # validate every query against the model and the data before sampling starts
         queries = [self._query(q, scm) for q in self.spec["queries"]]
-        self._check_values(scm, df, queries)
+        self._check_values(scm, df, queries, fit_kw)
         post = scm.fit(df, seed=seed_used, progress=progress, **fit_kw)
         t_fit = time.time() - t0
         results = {}
@@ -225,16 +246,16 @@ class Study:
             results[q["name"]] = fn(post, fitted, **kwargs)
         checks = self._check(results)
         study_checks = run_checks(post, self.spec.get("checks") or [])
-        final = Path(out) / self.name
         tmp = _staging_dir(final)
         try:
             self._write(tmp, post, df, results, checks, seed_used, t_fit, time.time() - t0, study_checks)
             if on_written is not None:
                 on_written(tmp)
-            _replace_dir(tmp, final)
+            _replace_dir(tmp, final, "study")
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        log.info("report written to %s", final / "report.html")
         failed = [c for c in checks if not c["passed"]]
         if failed:
             raise StudyError(
@@ -262,35 +283,58 @@ class Study:
             if q["kind"] == "mediation":
                 mediators = q["mediator"] if isinstance(q["mediator"], list) else [q["mediator"]]
                 check_names(scm, [q["treatment"], q["outcome"], *mediators], f"query {q['name']!r}")
+                _check_mediation_paths(scm, q["treatment"], mediators, q["outcome"], q["name"])
                 given = q.get("given")
                 if given is not None:
                     check_names(scm, list(given), f"query {q['name']!r} given")
                 return _run_mediation, {"treatment": q["treatment"], "mediator": mediators, "outcome": q["outcome"],
                                         "treat_value": q.get("treat_value", 1),
-                                        "control_value": q.get("control_value", 0), "given": given}
+                                        "control_value": q.get("control_value", 0), "given": given,
+                                        "level": q.get("level")}
             units = q.get("units")
             if units is not None:
                 check_names(scm, list(units), f"query {q['name']!r} units")
+            summary_only = q.get("summary_only", False)
+            if not isinstance(summary_only, bool):
+                raise StudyError(f"summary_only must be true or false, got {summary_only!r}")
             return _run_counterfactual, {"do": do, "units": units, "draws": q.get("draws"),
-                                         "summary_only": bool(q.get("summary_only", False))}
+                                         "summary_only": summary_only}
         except CausalWMError as exc:
             raise StudyError(f"{exc}{where}") from None
 
-    def _check_values(self, scm, df, queries) -> None:
-        """Check intervention values, levels and unit selections against the data (no sampling)."""
+    def _check_values(self, scm, df, queries, fit_kw=None) -> None:
+        """Check intervention values, levels, unit selections and draw counts against the data and the
+        fit settings (no sampling). Units are selected among the rows the fit keeps ('missing: drop')."""
         from causal_wm.data import fit_scales
+        from causal_wm.fitting import settings
         from causal_wm.interventions import check_do
 
         scales = fit_scales(scm, df)
+        raw, df = df, prepare(scm, df)[0]  # the rows fitted, among which queries select their units
+        s = settings(**(fit_kw or {}))
+        n_draws = s.chains * s.draws
         for q, (_, kw) in zip(self.spec["queries"], queries, strict=True):
             where = _where(self.path, self.lines, str(q["name"]))
             try:
                 for iv in (kw.get("do"), kw.get("vs")):
                     check_do(scm, scales, iv)
-                levels = scales[kw["outcome"]].levels if "outcome" in kw else None
-                if levels is not None and kw.get("level") not in levels:
+                if q["kind"] == "mediation":  # the treatment's two values, as the query sets them
+                    for key in ("treat_value", "control_value"):
+                        try:
+                            check_do(scm, scales, {kw["treatment"]: kw[key]})
+                        except CausalWMError as exc:
+                            raise StudyError(f"query {q['name']!r}: {key} {kw[key]!r}: {exc}") from None
+                if kw.get("draws") is not None and kw["draws"] > n_draws:
+                    raise StudyError(f"query {q['name']!r}: draws: {kw['draws']} is more than the fit's "
+                                     f"{n_draws} posterior draws ({s.chains} chains x {s.draws} draws); ask for at "
+                                     f"most {n_draws}, or leave 'draws' out to use them all")
+                categorical = "outcome" in kw and scm.node(kw["outcome"]).family == "categorical"
+                if categorical and kw.get("level") not in scales[kw["outcome"]].levels:
                     raise StudyError(f"query {q['name']!r}: outcome {kw['outcome']!r} is categorical; add "
-                                     f"'level:' with one of {list(levels)}")
+                                     f"'level:' with one of {list(scales[kw['outcome']].levels)}")
+                if not categorical and kw.get("level") is not None:
+                    raise StudyError(f"query {q['name']!r}: 'level:' picks a category of a categorical outcome, "
+                                     f"and {kw.get('outcome')!r} is not one; remove it")
                 select = kw.get("given") or kw.get("units")
                 if select:
                     mask = np.ones(len(df), dtype=bool)
@@ -300,8 +344,9 @@ class Study:
                                              "selected by it")
                         mask &= df[k].isin(v if isinstance(v, list) else [v]).to_numpy()
                     if not mask.any():
-                        raise StudyError(f"query {q['name']!r}: {select!r} selects no units of the data; "
-                                         "check the values")
+                        raise StudyError(f"query {q['name']!r}: {select!r} selects no units of the data"
+                                         + (" left after 'missing: drop'" if len(df) < len(raw) else "")
+                                         + "; check the values")
             except CausalWMError as exc:
                 msg = str(exc).rstrip(".")
                 prefix = "" if msg.startswith("query ") else f"query {q['name']!r}: "
@@ -354,36 +399,39 @@ class Study:
             if hasattr(res, "factual"):
                 res.summary().to_csv(d / f"counterfactual_{name}.csv", index=False, float_format="%.10g")
         pd.DataFrame(rows).to_csv(d / "summary.csv", index=False, float_format="%.10g")
-        (d / "results.json").write_text(json.dumps(
+        (d / "results.json").write_text(to_json(
             {"study": self.name, "model": post.scm.name, "seed": seed, "queries": payload, "expect": checks,
              "diagnostics": post.diagnostics().to_dict(), "ppc": post.ppc().reset_index().to_dict("records"),
-             "data_summary": post.data_summary, "checks": list(study_checks)},
-            indent=2, default=_json_default))
+             "data_summary": post.data_summary, "checks": list(study_checks)}))
         manifest = {
-            "study": self.name,
-            "study_sha256": hashlib.sha256(Path(self.path).read_bytes()).hexdigest(),
-            "data_sha256": hashlib.sha256(pd.util.hash_pandas_object(df, index=True).values.tobytes()).hexdigest(),
+            "folder": "study", "study": self.name,
+            "study_sha256": hashlib.sha256(self._text()).hexdigest(),
+            "data_sha256": data_sha256(df),
             "seed": seed, "settings": dataclasses.asdict(post.settings),
             "versions": _versions(), "causal_wm": causal_wm.__version__, "git": _git_sha(),
             "timings_s": {"fit": round(t_fit, 3), "total": round(t_total, 3)},
             "command": self._command(post.settings, seed),
         }
-        (d / "manifest.json").write_text(json.dumps(manifest, indent=2, default=_json_default))
+        (d / "manifest.json").write_text(to_json(manifest))
         self._write_inputs(d, post, df)
         from causal_wm.reporting import render_report
 
-        render_report(d)
+        render_report(d, announce=False)  # ``d`` is still the temporary folder; run() logs the final path
 
     def _write_inputs(self, d: Path, post, df) -> None:
         """Save what a report or a later query needs without refitting: the study file, the model, the
         data fitted and a data summary."""
         from causal_wm.reporting import summarise_data
 
-        shutil.copyfile(self.path, d / "study.yaml")
+        (d / "study.yaml").write_bytes(self._text())
         save_fit_inputs(d, post)
         # the columns as given, and what fitting did with their rows (dropped, imputed, integrated)
         summary = {**summarise_data(df), "preparation": post.data_summary}
-        (d / "data_summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+        (d / "data_summary.json").write_text(to_json(summary))
+
+    def _text(self) -> bytes:
+        """The study file as it was when loaded (a Study built by hand: the file as it is now)."""
+        return self.text or Path(self.path).read_bytes()
 
     def _command(self, settings, seed: int) -> str:
         """The command line that reproduces this run, naming every setting that the study file does not."""
@@ -394,6 +442,21 @@ class Study:
             if fit.get(key) != value:
                 flags.append(f"--{key} {value}")
         return f"causal-wm run {shlex.quote(str(self.path))} " + " ".join(flags)
+
+
+def data_sha256(df: pd.DataFrame) -> str:
+    """SHA-256 of a table: its column names and dtypes, in order, then its index and values.
+
+    Examples
+    --------
+    >>> a = pd.DataFrame({"x": [1.0, 2.0], "y": [3.0, 4.0]})
+    >>> data_sha256(a) == data_sha256(a.copy()), data_sha256(a) == data_sha256(a.rename(columns={"x": "y", "y": "x"}))
+    (True, False)
+    """
+    h = hashlib.sha256()
+    h.update(json.dumps([[str(c), str(t)] for c, t in df.dtypes.items()]).encode("utf-8"))
+    h.update(pd.util.hash_pandas_object(df, index=True).values.tobytes())
+    return h.hexdigest()
 
 
 def identification(scm, res) -> dict | None:
@@ -423,16 +486,17 @@ def save_fit(post, out: str | Path) -> Path:
     import causal_wm
 
     final = Path(out) / post.scm.name
+    check_output(final, "fit")
     tmp = _staging_dir(final)
     try:
         post.idata.to_netcdf(str(tmp / "posterior.nc"))
         save_fit_inputs(tmp, post)
-        manifest = {"model": post.scm.name, "seed": post.seed, "versions": _versions(),
+        manifest = {"folder": "fit", "model": post.scm.name, "seed": post.seed, "versions": _versions(),
                     "causal_wm": causal_wm.__version__, "git": _git_sha(),
                     "settings": dataclasses.asdict(post.settings),
                     "diagnostics": post.diagnostics().to_dict()}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=_json_default))
-        _replace_dir(tmp, final)
+        (tmp / "manifest.json").write_text(to_json(manifest))
+        _replace_dir(tmp, final, "fit")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -454,6 +518,31 @@ def save_fit_inputs(d: Path, post) -> None:
     frame.to_csv(d / "data.csv", float_format="%.17g")
 
 
+def _check_mediation_paths(scm, treatment: str, mediators: list, outcome: str, name: str) -> None:
+    """Each mediator on a causal path treatment -> mediator -> outcome (what the query checks, before the fit)."""
+    from causal_wm.errors import QueryError
+
+    down = scm.descendants([treatment])
+    for m in mediators:
+        if m not in down or outcome not in scm.descendants([m]):
+            raise QueryError(f"query {name!r}: mediation: {m!r} must lie on a causal path {treatment!r} -> {m!r} -> "
+                             f"{outcome!r}; it does not in model {scm.name!r}. Name a mediator downstream of the "
+                             "treatment and upstream of the outcome")
+    if outcome not in down:
+        raise QueryError(f"query {name!r}: mediation: {outcome!r} is not downstream of {treatment!r}, so every "
+                         "effect is zero by assumption; check the names")
+
+
+def _check_query_name(name: str, where: str) -> None:
+    """A query name names files (``counterfactual_<name>.csv``): no slashes, printable, not too long."""
+    ok = (name.isprintable() and len(name) <= 100 and len(name.encode("utf-8")) <= 200 and "/" not in name
+          and "\\" not in name and name.strip() == name and name not in (".", ".."))
+    if not ok:
+        raise StudyError(f"query name {name!r} cannot be used in a file name (results write "
+                         f"counterfactual_<name>.csv); use letters, digits, spaces, '_', '-' and '.', with no "
+                         f"slashes, control characters or leading/trailing spaces, at most 100 characters{where}.")
+
+
 def _check_query(q, where) -> None:
     """Required keys and the types of a query's values (the model is checked in ``run``)."""
     name = q["name"]
@@ -467,8 +556,8 @@ def _check_query(q, where) -> None:
     for k in ("do", "vs"):
         for node, v in (q.get(k) or {}).items():
             parse_intervention(str(node), v, where)
-    if q["kind"] == "effect" and not q["do"]:
-        raise StudyError(f"query {name!r}: 'do' must name at least one intervention{where}.")
+    if q["kind"] in ("effect", "counterfactual") and not q["do"]:
+        raise StudyError(f"query {name!r}: 'do' must name at least one intervention, e.g. do: {{treat: 0}}{where}.")
     for k in ("n", "draws"):
         v = q.get(k)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
@@ -698,7 +787,7 @@ def _run_simulate(post, df, **kw):
 
 def _run_mediation(post, df, **kw):
     return post.mediation(kw["treatment"], kw["mediator"], kw["outcome"], treat_value=kw["treat_value"],
-                          control_value=kw["control_value"], given=kw["given"])
+                          control_value=kw["control_value"], given=kw["given"], level=kw["level"])
 
 
 def _run_counterfactual(post, df, **kw):
@@ -783,15 +872,74 @@ def _folder_lock(folder: Path):
         os.close(fd)  # closing releases the lock
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
+# What a results folder holds, by its manifest.json: a study run's ("study") or a saved fit's ("fit").
+FOLDER_KINDS = {"study": "the results of a study (causal-wm run)", "fit": "a saved fit (causal-wm fit)"}
+
+
+def folder_kind(folder: Path) -> str | None:
+    """``"study"`` or ``"fit"`` for a results folder written by causal_wm, else ``None``.
+
+    The marker is the ``manifest.json`` every writer puts in the folder: its ``"folder"`` entry (older
+    folders: a ``"study"`` entry for a study run, a ``"model"`` entry for a saved fit).
+    """
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict):
+        return None
+    kind = manifest.get("folder")
+    if kind in FOLDER_KINDS:
+        return kind
+    if "study" in manifest and "study_sha256" in manifest:
+        return "study"
+    if "model" in manifest and "settings" in manifest:
+        return "fit"
+    return None
+
+
+def check_output(final: str | Path, kind: str) -> None:
+    """Refuse, before any fitting, an output that a run could not write or must not replace.
+
+    ``final`` (``out/<name>``) may be absent, an empty folder, or a results folder of the same
+    ``kind`` (``"study"`` or ``"fit"``), which the run replaces whole. Anything else — a folder of the
+    user's own files, a saved fit where a study would write (or the reverse), a file — is never deleted.
+    """
+    final = Path(final)
+    out = final.parent
+    for p in (out, *out.parents):  # the first existing ancestor of the output folder must be a folder
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                raise StudyError(f"output folder {str(out)!r}: {str(p)!r} is a file, not a folder; give --out a "
+                                 "folder (it is created if missing).")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise StudyError(f"output folder {str(out)!r}: {str(p)!r} is not writable; give --out a folder "
+                                 "you can write to.")
+            break
+    if not (final.exists() or final.is_symlink()):
+        return
+    if final.is_symlink() or not final.is_dir():
+        raise StudyError(f"{str(final)!r} exists and is not a results folder (it is a file or a link); a run "
+                         "would replace it. Move it away or give another --out.")
+    found = folder_kind(final)
+    if found == kind or (found is None and not any(final.iterdir())):
+        return
+    what = FOLDER_KINDS[found] if found else "a folder that causal_wm did not write (it has no manifest.json)"
+    raise StudyError(f"{str(final)!r} holds {what}, and a run writing {FOLDER_KINDS[kind]} replaces the folder "
+                     "it writes into; refusing to delete it. Give another --out, or move that folder away.")
+
+
+def _replace_dir(tmp: Path, final: Path, kind: str = "study") -> None:
     """Move ``tmp`` into place as ``final``; an older ``final`` is swapped out, then removed.
 
     Two runs into one folder each build their own ``tmp``; the swap happens under a lock, so the
     folder always holds one complete run (the last to finish), never a mix, and neither fails.
+    Only a results folder of the same ``kind`` is ever replaced (see :func:`check_output`).
     """
     old = None
     with _folder_lock(final.parent):
         _remove_stale(final)
+        check_output(final, kind)  # again under the lock: the folder may have changed while fitting
         if final.exists():
             old = final.with_name(f".{final.name}.{_run_tag()}old{time.time_ns()}")
             os.replace(final, old)
@@ -821,6 +969,32 @@ def _git_sha() -> str | None:
         return r.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _plain(o):
+    """``o`` with NumPy values made plain Python and every non-finite float (NaN, inf) made ``None``."""
+    if isinstance(o, np.ndarray):
+        o = o.tolist()
+    elif isinstance(o, np.generic):
+        o = o.item()
+    if isinstance(o, float):
+        return o if np.isfinite(o) else None
+    if isinstance(o, Mapping):
+        return {k: _plain(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_plain(v) for v in o]
+    return o
+
+
+def to_json(o) -> str:
+    """Strict JSON text of ``o`` (never a bare NaN or Infinity, which JSON readers reject: they become null).
+
+    Examples
+    --------
+    >>> to_json([float("nan"), np.float32(2.0), float("inf")]).split()
+    ['[', 'null,', '2.0,', 'null', ']']
+    """
+    return json.dumps(_plain(o), indent=2, default=_json_default, allow_nan=False)
 
 
 def _json_default(o):

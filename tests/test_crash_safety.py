@@ -44,7 +44,7 @@ DRIVER = textwrap.dedent(
     elif phase == "report":  # results half written in the temporary folder: stop there
         import causal_wm.reporting as reporting
 
-        def render_report(d, pdf=False):
+        def render_report(d, pdf=False, **kw):
             announce("report")
             time.sleep(600)
 
@@ -178,6 +178,7 @@ def test_two_concurrent_runs_into_one_folder_do_not_corrupt_each_other(study, tm
     out = tmp_path / "out"
     (out / "crash").mkdir(parents=True)  # an earlier run's results: each run must swap it out
     (out / "crash" / "earlier.txt").write_text("earlier results")
+    (out / "crash" / "manifest.json").write_text(json.dumps({"folder": "study", "study": "crash"}))
     marker = tmp_path / "ready"
     procs = [_start(study, out, marker, "swap", "--seed", str(seed)) for seed in (5, 6)]
     outputs = [p.communicate(timeout=600)[0] for p in procs]

@@ -45,3 +45,39 @@ def test_filter_and_derive_are_data_not_code():
     with pytest.raises(cw.DataError, match="Did you mean 'age'"):
         load_data({"sources": {"a": {"package": "causaldata", "table": "nsw_mixtape"}},
                    "filter": [{"column": "agee", "op": ">", "value": 1}]})
+
+
+def test_one_source_applies_its_filter_derive_and_columns(tmp_path):
+    pd.DataFrame({"age": [20, 35, 50], "y": [1.0, 2.0, 3.0]}).to_csv(tmp_path / "d.csv", index=False)
+    b = load_data({"path": "d.csv", "filter": [{"column": "age", "op": ">=", "value": 30}],
+                   "derive": [{"name": "age2", "op": "square", "of": "age"}], "columns": ["age2", "y"]}, base=tmp_path)
+    assert b.frame.to_dict("list") == {"age2": [35.0**2, 50.0**2], "y": [2.0, 3.0]}
+    assert b.summary["rows"] == {"source": 3, "after filter": 2}
+    assert load_data({"path": "d.csv"}, base=tmp_path).summary["rows"] == {"source": 3}
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragments"),
+    [
+        ({"path": "d.csv", "fliter": []}, ["data: unknown key 'fliter'", "Did you mean 'filter'?"]),
+        ({"path": "d.csv", "stack": ["a"]}, ["'stack' combines several sources", "'sources:'"]),
+        ({"path": "d.csv", "filter": {"column": "age"}}, ["data.filter must be a list"]),
+        ({"sources": {"a": {"path": "d.csv", "tabel": "x"}}}, ["data.sources.a: unknown key 'tabel'",
+                                                               "Did you mean 'table'?"]),
+        ({"sources": {"a": {"path": "d.csv"}}, "derive": "nonsense"}, ["data.derive must be a list"]),
+    ],
+)
+def test_unknown_or_malformed_keys_in_a_data_block_are_errors(tmp_path, spec, fragments):
+    pd.DataFrame({"age": [20, 35]}).to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(cw.DataError) as err:
+        load_data(spec, base=tmp_path)
+    for f in fragments:
+        assert f in str(err.value), (f, str(err.value))
+
+
+def test_a_study_data_block_is_checked_at_load(tmp_path):
+    (tmp_path / "m.yaml").write_text("name: m\nnodes:\n  age: {}\n")
+    (tmp_path / "s.yaml").write_text("name: s\nmodel: m.yaml\ndata: {path: d.csv, fliter: 3}\n"
+                                     "queries:\n  - {name: q, kind: simulate}\n")
+    with pytest.raises(cw.StudyError, match=r"unknown key 'fliter'.*Did you mean 'filter'\? \[.*s\.yaml, line 3\]"):
+        cw.Study.load(tmp_path / "s.yaml")

@@ -233,10 +233,38 @@ def test_report_renders_in_a_headless_browser(folder, tmp_path):
 
 def test_a_query_kind_the_report_does_not_know_is_shown_as_a_table(copy):
     res = json.loads((copy / "results.json").read_text())
-    res["queries"]["med"] = {"kind": "mediation", "nde": 1234.5, "nie": 0.0123, "diagnostics": {"ok": True}}
+    res["queries"]["dose"] = {"kind": "dose_response", "slope": 1234.5, "curve": 0.0123, "diagnostics": {"ok": True}}
     (copy / "results.json").write_text(json.dumps(res))
     text = _html(cw.report(copy).parent)
-    assert "1,234" in text and "0.0123" in text and "mediation" in text
+    assert "1,234" in text and "0.0123" in text and "dose_response" in text
+
+
+def _part(estimate, lower, upper, ok=True):
+    return {"kind": "effect", "outcome": "re78", "do": {"treat": 1}, "vs": {"treat": 0}, "n_units": 445,
+            "estimate": estimate, "sd": 400.0, "lower": lower, "upper": upper, "prob": 0.9, "mcse": 12.5,
+            "prob_positive": 0.97, "diagnostics": {"ok": ok}, "warnings": [] if ok else ["fit not converged: ..."]}
+
+
+@pytest.mark.parametrize("ok", [True, False])
+def test_mediation_answers_are_shown_with_every_effect_and_flagged(copy, ok):
+    res = json.loads((copy / "results.json").read_text())
+    res["queries"]["med"] = {
+        "kind": "mediation", "treatment": "treat", "mediators": ["re75"], "outcome": "re78", "prob": 0.9,
+        "direct": _part(1500.0, 700.0, 2300.0, ok), "indirect": _part(-20.5, -80.25, 40.75, ok),
+        "total": _part(1479.5, 650.0, 2250.0, ok),
+        "rows": [{"quantity": "proportion mediated", "estimate": -0.0139, "lower": -0.06, "upper": 0.03,
+                  "mcse": None, "prob_positive": 0.3}]}  # no 'diagnostics' of its own: they are per effect
+    (copy / "results.json").write_text(json.dumps(res))
+    text = html.unescape(_html(cw.report(copy).parent))
+    article = text[text.index("<code>med</code></span></h3>"):]
+    article = article[:article.index("</article>")]
+    assert ("Setting treat to 1 instead of 0 changes re78 by 1,480 in total (90% interval 650 to 2,250): -20.5 "
+            "through re75 (indirect effect, 90% interval -80.2 to 40.8) and 1,500 directly (90% interval 700 to "
+            "2,300); proportion mediated -0.0139 (90% interval -0.06 to 0.03).") in article
+    for label in ("total effect", "direct effect (NDE)", "indirect effect (NIE)", "proportion mediated"):
+        assert f'<th scope="row">{label}</th>' in article
+    assert "12.5" in article and "0.97" in article  # Monte Carlo SE and P(effect > 0) of each effect
+    assert ("did not pass its convergence checks" in article) is (not ok)
 
 
 def test_refutation_note_on_complete_cases_reaches_the_report():
@@ -250,3 +278,36 @@ def test_refutation_note_on_complete_cases_reaches_the_report():
     assert item["note"] == note and item["rows"][0]["cells"][-1] == "passed"
     (plain,) = checks_section([{**rec, "note": ""}])
     assert plain["note"] == ""
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"queries": {"q": {"kind": "effect"}}, "x": NaN'])
+def test_damaged_results_json_is_a_clear_error(copy, text):
+    (copy / "results.json").write_text(text)
+    r = CliRunner().invoke(app, ["report", str(copy)])
+    assert r.exit_code == 2 and "results.json" in r.output and "Traceback" not in r.output, r.output
+
+
+def test_single_chain_fit_says_rhat_was_not_computed(copy):
+    res = json.loads((copy / "results.json").read_text())
+    res["diagnostics"].update(ok=True, max_rhat=None, problems=[])
+    (copy / "results.json").write_text(json.dumps(res))
+    man = json.loads((copy / "manifest.json").read_text())
+    man["settings"]["chains"] = 1
+    (copy / "manifest.json").write_text(json.dumps(man))
+    text = _html(cw.report(copy).parent)
+    diag = text[text.index('<section id="diagnostics">'):]
+    assert "the chains agree (R-hat)" not in diag
+    assert "R-hat, which checks that chains agree, needs at least 2 chains" in diag
+    assert "not computed (needs at least 2 chains)" in diag
+
+
+def test_render_report_can_leave_the_announcement_to_its_caller(copy, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="causal_wm"):
+        cw.report(copy)
+        from causal_wm.reporting import render_report
+
+        render_report(copy, announce=False)  # what a study run does in its temporary folder
+    assert [r.getMessage() for r in caplog.records if "report written" in r.getMessage()] == [
+        f"report written to {copy / 'report.html'}"]

@@ -137,3 +137,225 @@ def test_cli_shows_sampler_progress_bars_only_on_a_terminal(monkeypatch):
     assert cli._bars(quiet=True) is False
     monkeypatch.setattr(cli.sys, "stderr", Stream(False))  # a log file: redrawn bars would interleave
     assert cli._bars(quiet=False) is False
+
+
+# ------------------------------------------------------------------ outputs checked before fitting
+TINY_MODEL = "name: tiny\nnodes:\n  x: {}\n  y: {formula: x}\n"
+TINY_STUDY = ("name: docs\nmodel: model.yaml\ndata: {path: data.csv}\nseed: 1\n"
+              "fit: {chains: 1, draws: 20, warmup: 20}\n"
+              "queries:\n  - {name: slope, kind: effect, outcome: y, do: {x: 1}, vs: {x: 0}}\n")
+
+
+@pytest.fixture()
+def tiny(tmp_path, monkeypatch):
+    """A small study whose fit must never start (every check here happens before sampling)."""
+    import causal_wm.fitting
+
+    def no_fit(*a, **k):
+        raise AssertionError("this output problem must be found before fitting")
+
+    monkeypatch.setattr(causal_wm.fitting, "fit", no_fit)
+    (tmp_path / "model.yaml").write_text(TINY_MODEL)
+    (tmp_path / "data.csv").write_text("x,y\n" + "".join(f"{i},{2 * i + 1}\n" for i in range(20)))
+    (tmp_path / "docs.yaml").write_text(TINY_STUDY)
+    return tmp_path / "docs.yaml"
+
+
+def test_a_folder_of_user_files_with_the_study_name_is_never_replaced(tiny, tmp_path):
+    thesis = tmp_path / "victim" / "docs" / "thesis.tex"
+    thesis.parent.mkdir(parents=True)
+    thesis.write_text("two years of work")
+    with pytest.raises(cw.StudyError, match=r"docs.*not write.*refusing to delete it.*another --out"):
+        cw.Study.load(tiny).run(tmp_path / "victim")
+    r = CliRunner().invoke(app, ["run", str(tiny), "--out", str(tmp_path / "victim")])
+    assert r.exit_code == 2 and "refusing to delete" in r.output and "Traceback" not in r.output
+    assert thesis.read_text() == "two years of work"
+    assert sorted(p.name for p in thesis.parent.parent.iterdir()) == ["docs"]  # no temporary folder either
+
+
+def test_study_results_and_saved_fits_do_not_replace_each_other(tiny, tmp_path):
+    import json
+
+    from causal_wm.study import check_output, folder_kind
+
+    fit_dir, study_dir = tmp_path / "r" / "docs", tmp_path / "s" / "tiny"
+    fit_dir.mkdir(parents=True)
+    (fit_dir / "manifest.json").write_text(json.dumps({"folder": "fit", "model": "docs"}))
+    study_dir.mkdir(parents=True)
+    (study_dir / "manifest.json").write_text(json.dumps({"folder": "study", "study": "tiny"}))
+    assert (folder_kind(fit_dir), folder_kind(study_dir)) == ("fit", "study")
+    check_output(fit_dir, "fit")  # a run replaces a results folder of its own kind
+    check_output(study_dir, "study")
+    (tmp_path / "s" / "empty").mkdir()
+    check_output(tmp_path / "s" / "empty", "study")  # and an empty folder
+    with pytest.raises(cw.StudyError, match=r"holds a saved fit \(causal-wm fit\)"):
+        cw.Study.load(tiny).run(tmp_path / "r")
+    r = CliRunner().invoke(app, ["fit", str(tmp_path / "model.yaml"), "--data", str(tmp_path / "data.csv"),
+                                 "--out", str(tmp_path / "s")])
+    assert r.exit_code == 2 and "holds the results of a study (causal-wm run)" in r.output, r.output
+    assert {p.name for p in fit_dir.iterdir()} == {"manifest.json"}
+    assert {p.name for p in study_dir.iterdir()} == {"manifest.json"}
+
+
+def test_out_that_is_a_file_is_refused_before_fitting(tiny, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    for out in (afile, afile / "deeper"):
+        with pytest.raises(cw.StudyError, match=r"is a file, not a folder"):
+            cw.Study.load(tiny).run(out)
+        r = CliRunner().invoke(app, ["run", str(tiny), "--out", str(out)])
+        assert r.exit_code == 2 and "is a file, not a folder" in r.output and "Traceback" not in r.output
+    assert afile.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("seed", [2**63, 2**64, -1])
+def test_seed_out_of_range_is_refused_before_fitting(tiny, tmp_path, seed):
+    bad = tmp_path / "bad_seed.yaml"
+    bad.write_text(TINY_STUDY.replace("seed: 1", f"seed: {seed}"))
+    with pytest.raises(cw.StudyError, match=r"'seed' must be a non-negative integer \(0 <= seed < 2\*\*63\).*line 4"):
+        cw.Study.load(bad)
+    r = CliRunner().invoke(app, ["run", str(tiny), "--out", str(tmp_path / "out"), "--seed", str(seed)])
+    assert r.exit_code == 2 and "0 <= seed < 2**63" in r.output and "Traceback" not in r.output
+    from causal_wm.fitting import settings
+
+    with pytest.raises(cw.QueryError, match=r"0 <= seed < 2\*\*63"):  # what SCM.fit checks first
+        settings(seed=seed)
+    assert not (tmp_path / "out").exists()
+    cw.Study.load(tiny.parent / "docs.yaml")  # the largest accepted seed loads
+    ok = tmp_path / "ok_seed.yaml"
+    ok.write_text(TINY_STUDY.replace("seed: 1", f"seed: {2**63 - 1}"))
+    assert cw.Study.load(ok).spec["seed"] == 2**63 - 1
+
+
+def test_cli_shows_the_results_before_failing_on_expectations(tiny, tmp_path, monkeypatch):
+    import json
+    import warnings
+
+    from causal_wm.study import Study
+
+    written = tmp_path / "written"
+    written.mkdir()
+    (written / "summary.csv").write_text("query,kind,quantity,estimate,lower,upper,mcse\n"
+                                         "slope,effect,effect,1.98,1.9,2.05,0.01\n")
+    (written / "results.json").write_text(json.dumps({
+        "diagnostics": {"ok": False, "max_rhat": 1.08, "min_ess_bulk": 40.0, "divergences": 0},
+        "expect": [{"description": "slope: estimate 1.98 within [5, 6]", "passed": False}]}))
+
+    def run(self, out, on_written=None, **kw):  # what Study.run does when an expectation fails
+        warnings.warn("the fit did not pass convergence checks", cw.ConvergenceWarning, stacklevel=1)
+        on_written(written)
+        raise cw.StudyError("expectations failed: slope: estimate 1.98 within [5, 6] (results in out/docs)")
+
+    monkeypatch.setattr(Study, "run", run)
+    r = CliRunner().invoke(app, ["run", str(tiny), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 2
+    out = r.output
+    for line in ("warning: the fit did not pass convergence checks", "slope", "1.98",
+                 "diagnostics: ok=False max R-hat=1.08", "expect: FAIL slope: estimate 1.98 within [5, 6]",
+                 "error: expectations failed"):
+        assert line in out, (line, out)
+    assert out.index("expect: FAIL") < out.index("error: expectations failed")
+    assert "results written to" not in out
+
+
+@pytest.mark.parametrize("name", ["a/b", "a\\\\b", "..", "tab\\there", " padded", "x" * 101])
+def test_query_names_that_cannot_name_a_file_are_refused_at_load(tiny, tmp_path, name):
+    bad = tmp_path / "bad_name.yaml"
+    bad.write_text(TINY_STUDY.replace("{name: slope,", f'{{name: "{name}",'))
+    with pytest.raises(cw.StudyError, match=r"cannot be used in a file name.*counterfactual_<name>\.csv.*line 7"):
+        cw.Study.load(bad)
+
+
+PRE_FIT_MODEL = ("name: pre\nnodes:\n  g: {family: bernoulli}\n  t: {family: bernoulli, formula: g}\n"
+                 "  x: {formula: t, missing: drop}\n  m: {formula: t}\n  y: {formula: t + m + x + g}\n")
+
+
+@pytest.mark.parametrize(
+    ("query", "fragments"),
+    [
+        ("{name: q, kind: mediation, treatment: t, mediator: g, outcome: y}",
+         ["query 'q'", "'g' must lie on a causal path 't' -> 'g' -> 'y'"]),
+        ("{name: q, kind: mediation, treatment: m, mediator: x, outcome: y}",
+         ["'x' must lie on a causal path 'm' -> 'x' -> 'y'"]),
+        ("{name: q, kind: mediation, treatment: t, mediator: m, outcome: y, treat_value: 2}",
+         ["query 'q': treat_value 2", "'t' is bernoulli"]),
+        ("{name: q, kind: mediation, treatment: t, mediator: m, outcome: y, control_value: low}",
+         ["query 'q': control_value"]),
+        ("{name: q, kind: counterfactual, do: {}}", ["query 'q': 'do' must name at least one intervention"]),
+        ("{name: q, kind: counterfactual, do: {t: 0}, units: {g: 1}}",
+         ["query 'q'", "selects no units of the data left after 'missing: drop'"]),
+        ("{name: q, kind: effect, outcome: y, do: {t: 1}, vs: {t: 0}, given: {g: 1}}",
+         ["selects no units of the data left after 'missing: drop'"]),
+        ("{name: q, kind: counterfactual, do: {t: 0}, draws: 41}",
+         ["query 'q': draws: 41 is more than the fit's 40 posterior draws (2 chains x 20 draws)"]),
+    ],
+)
+def test_query_problems_are_found_before_fitting(tmp_path, monkeypatch, query, fragments):
+    import causal_wm.fitting
+
+    def no_fit(*a, **k):
+        raise AssertionError("this query problem must be found before fitting")
+
+    monkeypatch.setattr(causal_wm.fitting, "fit", no_fit)
+    (tmp_path / "model.yaml").write_text(PRE_FIT_MODEL)
+    rows = [(i % 2, i % 2, "" if i % 2 else float(i), float(i), float(2 * i)) for i in range(20)]  # g=1: x missing
+    (tmp_path / "data.csv").write_text("g,t,x,m,y\n" + "".join(",".join(map(str, r)) + "\n" for r in rows))
+    (tmp_path / "s.yaml").write_text("name: s\nmodel: model.yaml\ndata: {path: data.csv}\n"
+                                     "fit: {chains: 2, draws: 20, warmup: 20}\nqueries:\n"
+                                     "  - {name: fine, kind: effect, outcome: y, do: {t: 1}, vs: {t: 0}}\n"
+                                     f"  - {query}\n")
+    with pytest.raises(cw.StudyError) as err:
+        cw.Study.load(tmp_path / "s.yaml").run(tmp_path / "out")
+    msg = str(err.value)
+    for f in fragments:
+        assert f in msg, (f, msg)
+    assert "s.yaml, line 7]" in msg
+    assert not (tmp_path / "out").exists()
+
+
+def test_reproducibility_record_hashes_column_names_and_the_study_as_loaded(tiny):
+    import pandas as pd
+
+    from causal_wm.study import data_sha256
+
+    df = pd.DataFrame({"re74": [1.0, 2.0, 3.0], "re75": [4.0, 5.0, 6.0]})
+    assert data_sha256(df) == data_sha256(df.copy())
+    assert data_sha256(df) != data_sha256(df.rename(columns={"re74": "re75", "re75": "re74"}))  # labels swapped
+    assert data_sha256(df) != data_sha256(df.astype("float32"))  # same values, another dtype
+    original = tiny.read_bytes()
+    study = cw.Study.load(tiny)
+    tiny.write_text(TINY_STUDY.replace("seed: 1", "seed: 2"))  # edited while the study runs
+    assert study._text() == original  # what results.json's study_sha256 and study.yaml are written from
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--outcome", "re78", "--do", "treat=1", "--units", "age > abc"], "'abc' is not a number"),
+        (["--outcome", "re78", "--do", "treat=1", "--units", "age > 30 AND black == 1"], None),
+        (["--outcome", "re78", "--do", "treat=1", "--units", "age > 30 AND blak == 1"], "Did you mean 'black'?"),
+        (["--counterfactual", "--do", "treat=0", "--outcome", "re87", "--units", "treat == 1"],
+         "--outcome 're87' is not a node these counterfactuals change"),
+    ],
+)
+def test_cli_query_input_errors_are_one_line(flagship, args, fragment):
+    folder, _ = flagship
+    r = CliRunner().invoke(app, ["query", str(folder), *args])
+    assert "Traceback" not in r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.output
+    if fragment is None:  # 'AND' joins conditions like 'and'
+        assert r.exit_code == 0, r.output
+    else:
+        assert r.exit_code == 2 and fragment in r.output, r.output
+
+
+def test_cli_query_on_a_damaged_folder_is_a_clear_error(flagship, tmp_path):
+    import shutil
+
+    folder = Path(shutil.copytree(flagship[0], tmp_path / "job_training"))
+    (folder / "posterior.nc").write_bytes(b"not a netcdf file")
+    r = CliRunner().invoke(app, ["query", str(folder), "--outcome", "re78", "--do", "treat=1"])
+    assert r.exit_code == 2 and "posterior.nc could not be read" in r.output and "Traceback" not in r.output
+    (folder / "manifest.json").write_text("{broken")
+    r = CliRunner().invoke(app, ["query", str(folder), "--outcome", "re78", "--do", "treat=1"])
+    assert r.exit_code == 2 and "manifest.json could not be read" in r.output

@@ -177,6 +177,26 @@ def test_mediation_expectations_pass_and_fail(run):
     assert "med (direct effect)" in run.error and "med (indirect effect)" not in run.error
 
 
+def test_results_json_is_strict_json_with_null_for_undefined_numbers(run):
+    def refuse(constant):
+        raise AssertionError(f"results.json holds a bare {constant}, which is not JSON")
+
+    for name in ("results.json", "manifest.json", "data_summary.json"):
+        json.loads((run.folder / name).read_text(), parse_constant=refuse)
+    rows = {r["quantity"]: r for r in run.res["queries"]["med"]["rows"]}
+    assert rows["proportion mediated"]["mcse"] is None  # a ratio's MCSE is not computed: null, not NaN
+
+
+def test_report_shows_the_mediation_answer(run):
+    text = html.unescape((run.folder / "report.html").read_text(encoding="utf-8"))
+    med = run.res["queries"]["med"]
+    assert "changes y by" in text and "through m (indirect effect" in text
+    for part in ("total", "direct", "indirect"):
+        r = med[part]
+        lo, hi = (f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}" for x in (r["lower"], r["upper"]))
+        assert f"{lo} to {hi}" in text
+
+
 # ------------------------------------------------------------------ report
 def _section(text: str) -> str:
     start = text.index('<section id="checks">')
