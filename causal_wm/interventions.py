@@ -48,7 +48,7 @@ def shift(delta: float) -> Shift:
     >>> shift(1000.0)
     Shift(delta=1000.0)
     """
-    return Shift(float(delta))
+    return Shift(_number("shift", "delta", delta))
 
 
 def scale(factor: float) -> Scale:
@@ -59,7 +59,29 @@ def scale(factor: float) -> Scale:
     >>> scale(1.1).factor
     1.1
     """
-    return Scale(float(factor))
+    return Scale(_number("scale", "factor", factor))
+
+
+def _number(fn: str, arg: str, x) -> float:
+    """``x`` as a finite float, or a QueryError naming the constructor and the argument.
+
+    Examples
+    --------
+    >>> _number("shift", "delta", 2)
+    2.0
+    >>> _number("shift", "delta", "a")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    causal_wm.errors.QueryError: shift(delta='a'): expected one finite number, e.g. shift(1000.0); ...
+    """
+    ok = isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+    if not ok or not np.isfinite(x):
+        raise QueryError(
+            f"{fn}({arg}={x!r}): expected one finite number, e.g. {fn}"
+            f"({'1000.0' if fn == 'shift' else '1.1'}); for per-unit changes use a callable, e.g. "
+            f"lambda x: x {'+' if fn == 'shift' else '*'} d."
+        )
+    return float(x)
 
 
 def bernoulli(p: float):
@@ -127,7 +149,14 @@ def _internal_values(name, node, sc, arr) -> np.ndarray:
         raise QueryError(f"do({name}=...): {name!r} is a count, so it needs non-negative integers.")
     if fam == "lognormal" and np.any(arr <= 0):
         raise QueryError(f"do({name}=...): {name!r} is lognormal, so it needs positive values.")
-    return to_internal(fam, sc, arr)
+    with np.errstate(over="ignore"):  # judged below
+        out = to_internal(fam, sc, arr)
+    if not np.all(np.isfinite(out)):
+        raise QueryError(
+            f"do({name}=...): {arr[~np.isfinite(out)][:3].tolist()} is too far from the data's values "
+            f"(centre {sc.center:.4g}, scale {sc.scale:.4g}) to be represented; intervene with values nearer them."
+        )
+    return out
 
 
 def _check_value(name, node, sc, v) -> float:

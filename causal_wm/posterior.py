@@ -165,18 +165,19 @@ class Posterior:
                               engine=engine)
 
     def mediation(self, treatment: str, mediator, outcome: str, treat_value=1, control_value=0, given=None,
-                  seed: int | None = None, engine: str | None = None):
+                  seed: int | None = None, engine: str | None = None, level=None):
         """Natural direct, indirect and total effects of ``treatment`` on ``outcome`` through ``mediator``.
 
         Per posterior draw and unit: the nested counterfactual Y(t1, M(t0)) sets the treatment to
         ``treat_value`` while the mediator(s) keep the value they take under ``control_value``
         (same noise in both worlds). Returns a MediationResult with ``direct`` (NDE),
-        ``indirect`` (NIE) and ``total``. ``engine`` as in :meth:`effect`.
+        ``indirect`` (NIE) and ``total``. ``engine`` and ``level`` (a categorical outcome's
+        category: effects on its probability) as in :meth:`effect`.
         """
         from causal_wm.queries import mediation
 
         return mediation(self, treatment, mediator, outcome, treat_value, control_value, given=given, seed=seed,
-                         engine=engine)
+                         engine=engine, level=level)
 
     def ppc(self, draws: int = 200, seed: int | None = None) -> pd.DataFrame:
         """Posterior predictive check per observed node.

@@ -56,6 +56,8 @@ def _select_units(post, given) -> tuple[np.ndarray, str]:
             mask &= frame[k].isin(list(vals)).to_numpy()
         desc = ", ".join(f"{k}={v!r}" for k, v in given.items())
     else:
+        if isinstance(given, pd.Series):  # by label, as pandas aligns (rows dropped for missing data too)
+            given = _by_label(given, pd.Index(post.plan.index), "given=<boolean Series>")
         mask = np.asarray(given)
         if mask.dtype != bool or mask.shape != (n,):
             raise QueryError(
@@ -170,6 +172,11 @@ def _contrast(post, outcome, do, vs, units, from_vs, level, seed, engine=None) -
 
 def _level_code(post, outcome, level) -> int:
     if post.scm.node(outcome).family != "categorical":
+        if level is not None:
+            raise QueryError(
+                f"level={level!r}: outcome {outcome!r} is {post.scm.node(outcome).family}, not categorical; "
+                "level= picks a category of a categorical outcome. Leave it out."
+            )
         return 0
     levels = post.plan.scales[outcome].levels
     if level not in levels:
@@ -181,11 +188,11 @@ def _level_code(post, outcome, level) -> int:
 
 
 def mediation(post, treatment: str, mediator, outcome: str, treat_value=1, control_value=0, given=None,
-              seed: int | None = None, engine: str | None = None) -> MediationResult:
+              seed: int | None = None, engine: str | None = None, level=None) -> MediationResult:
     """Natural direct, natural indirect and total effects; see :meth:`Posterior.mediation`."""
     scm = post.scm
-    if not isinstance(mediator, (str, list, tuple)):
-        raise QueryError(f"mediation: mediator must be a node name or a list of them, got {mediator!r}.")
+    if not isinstance(mediator, (str, list, tuple)) or not mediator:
+        raise QueryError(f"mediation: mediator must be a node name or a non-empty list of them, got {mediator!r}.")
     mediators = [mediator] if isinstance(mediator, str) else list(mediator)
     check_names(scm, [treatment, outcome, *mediators], "mediation")
     down = scm.descendants([treatment])
@@ -199,8 +206,8 @@ def mediation(post, treatment: str, mediator, outcome: str, treat_value=1, contr
         raise QueryError(f"mediation: {outcome!r} is not downstream of {treatment!r}.")
     units, desc = _select_units(post, given)
     do, vs = {treatment: treat_value}, {treatment: control_value}
-    total = _contrast(post, outcome, do, vs, units, (), None, seed, engine)  # Y(t1, M(t1)) vs Y(t0, M(t0))
-    direct = _contrast(post, outcome, do, vs, units, mediators, None, seed, engine)  # Y(t1, M(t0)) vs Y(t0, M(t0))
+    total = _contrast(post, outcome, do, vs, units, (), level, seed, engine)  # Y(t1, M(t1)) vs Y(t0, M(t0))
+    direct = _contrast(post, outcome, do, vs, units, mediators, level, seed, engine)  # Y(t1, M(t0)) vs Y(t0, M(t0))
     warnings = list(post.warnings_for_results())
     args = (len(units), desc, seed, warnings)
     return MediationResult(
@@ -292,13 +299,33 @@ def simulate(post, do: Mapping | None = None, n: int = 1000, seed: int | None = 
         ivu = ivu.copy()
         for name, fn in comp.callables.items():
             k = prog.index(name)
-            ivu[:, k] = _apply_callable(post, name, fn, out[0, :, k])
+            ivu[:, k] = _apply_callable(post, name, fn, _labels(post, name, out[0, :, k]))  # as effect: by label
     out = np.empty((1, n, len(outputs)))
     K.units_kernel(prog.arrays, prog.theta, data, data, prog.lat, units, draws, True, key, src, src, ivk,
                    comp.value, ivu, comp.tables, needed, outputs, out)
     values = {name: _labels(post, name, out[0, :, i]) for i, name in enumerate(prog.names)}
+    _check_finite("simulate", {n: v for n, v in values.items() if post.plan.scales[n].levels is None}, do or {})
     _exact_set_values(post, do or {}, values)
-    return SimulationResult(values, draws, dict(do or {}), seed_used, post.diagnostics().to_dict())
+    levels = {n: tuple(post.plan.scales[n].levels) for n in prog.names if post.plan.scales[n].levels is not None}
+    return SimulationResult(values, draws, dict(do or {}), seed_used, post.diagnostics().to_dict(), levels)
+
+
+# families whose values pass through exp (a log link): where an intervention can overflow them
+EXP_LINK_FAMILIES = frozenset({"lognormal", "poisson", "negative_binomial"})
+
+
+def _check_finite(query: str, values: dict, do) -> None:
+    """A QueryError where a query's values are not finite (e.g. a value far outside the data pushed
+    a log link past floating point, or a shift took a lognormal node below zero), as effects refuse
+    an overflowed expectation: such numbers are never returned silently."""
+    for name, v in values.items():
+        ok = np.isfinite(v)
+        if not ok.all():
+            raise QueryError(
+                f"{query}: {name!r} under do={dict(do)!r} is not finite (overflow, or a value outside the "
+                f"node's support) in {int((~ok).sum())} of {ok.size} values; intervene with values nearer "
+                "the data's range."
+            )
 
 
 def _apply_callable(post, name, fn, natural):
@@ -327,20 +354,23 @@ def _aligned(do: Mapping, index: pd.Index, arg: str = "do") -> dict:
     >>> _aligned({"x": pd.Series([1.0, 2.0], index=["b", "a"])}, pd.Index(["a", "b"]))["x"].tolist()
     [2.0, 1.0]
     """
-    out = dict(do)
-    for name, v in do.items():
-        if not isinstance(v, pd.Series) or v.index.equals(index):
-            continue
-        missing = index[~index.isin(v.index)]
-        if not v.index.is_unique or len(missing):
-            why = (f"{len(missing)} of the units' labels are missing from it, e.g. {missing[:3].tolist()}"
-                   if len(missing) else "an index with repeated labels cannot be aligned")
-            raise QueryError(
-                f"{arg}({name}=<Series>): its index does not match the units' index ({why}); pass a "
-                "Series indexed like the units, or an array in the units' order."
-            )
-        out[name] = v.reindex(index)
-    return out
+    return {name: _by_label(v, index, f"{arg}({name}=<Series>)") if isinstance(v, pd.Series) else v
+            for name, v in do.items()}
+
+
+def _by_label(v: pd.Series, index: pd.Index, what: str) -> pd.Series:
+    """``v`` in the order of ``index``, by label; an error where a label is missing or repeated."""
+    if v.index.equals(index):
+        return v
+    missing = index[~index.isin(v.index)]
+    if not v.index.is_unique or len(missing):
+        why = (f"{len(missing)} of the units' labels are missing from it, e.g. {missing[:3].tolist()}"
+               if len(missing) else "an index with repeated labels cannot be aligned")
+        raise QueryError(
+            f"{what}: its index does not match the units' index ({why}); pass a Series indexed like the "
+            "units, or an array in the units' order."
+        )
+    return v.reindex(index)
 
 
 def counterfactual(post, units: pd.DataFrame, do: Mapping, draws: int | None = None,
@@ -355,8 +385,10 @@ def counterfactual(post, units: pd.DataFrame, do: Mapping, draws: int | None = N
         raise QueryError(f"units must be a DataFrame of observed units, got {type(units).__name__}.")
     if len(units) == 0:
         raise QueryError("units is empty; pass at least one observed unit.")
+    if not isinstance(summary_only, (bool, np.bool_)):
+        raise QueryError(f"summary_only must be True or False, got {summary_only!r}.")
     do = _aligned(do, units.index)
-    data, orig, rows = _unit_rows(post, units)
+    data, orig, rows, units = _unit_rows(post, units)  # (latent nodes: units as fitted)
     src_f = np.array([K.LATENT if n in prog.drawn else K.DATA for n in prog.names], dtype=np.int64)
     src_c = _sources(post, set(do), "abduct")
     from causal_wm.results import _prob
@@ -390,6 +422,8 @@ def counterfactual(post, units: pd.DataFrame, do: Mapping, draws: int | None = N
     fast = fused.use_fused(engine, fused.covers_crossed(src_f), "counterfactual", len(draw_idx) * len(rows))
 
     def result(computed: dict):
+        _check_finite("counterfactual", {n: v[..., 0] if summary_only else v for n, v in computed.items()
+                                         if scm.node(n).family in EXP_LINK_FAMILIES}, do)
         for name, x in fixed.items():  # (every node set to numbers is here: exactly those numbers)
             computed[name] = (np.stack([x, np.zeros_like(x), x, x], axis=-1) if summary_only
                               else np.broadcast_to(x, (len(draw_idx), len(x))))
@@ -398,34 +432,68 @@ def counterfactual(post, units: pd.DataFrame, do: Mapping, draws: int | None = N
             return CounterfactualResult({}, factual, summaries=computed, **common)
         return CounterfactualResult(computed, factual, **common)
 
+    def every_draw(outs, rows):  # (outputs, draws, units)
+        if fast:
+            return fused.counterfactual_draws(prog.arrays, prog.theta, data, orig, prog.lat, rows, draw_idx, key,
+                                              src_f, src_c, comp.kind, comp.value, ivu, comp.tables, needed, outs)
+        out = np.empty((len(draw_idx), len(rows), len(outs)))
+        K.units_kernel(prog.arrays, prog.theta, data, orig, prog.lat, rows, draw_idx, False, key, src_f, src_c,
+                       comp.kind, comp.value, ivu, comp.tables, needed, outs, out)
+        return out.transpose(2, 0, 1)
+
     if not len(outputs):
         return result({})
-    if summary_only and fast:
-        out = fused.counterfactual_summary(prog.arrays, prog.theta, data, orig, prog.lat, rows, draw_idx, key, src_f,
-                                           src_c, comp.kind, comp.value, ivu, comp.tables, needed, outputs,
-                                           (1 - prob) / 2, (1 + prob) / 2)
-        return result({prog.names[k]: out[:, i, :] for i, k in enumerate(outputs)})
     if summary_only:
-        out = np.empty((len(rows), len(outputs), 4))
-        K.units_summary_kernel(prog.arrays, prog.theta, data, orig, prog.lat, rows, draw_idx, key, src_f, src_c,
-                               comp.kind, comp.value, ivu, comp.tables, needed, outputs,
-                               (1 - prob) / 2, (1 + prob) / 2, out)
-        return result({prog.names[k]: out[:, i, :] for i, k in enumerate(outputs)})
+        plain = np.array([k for k in outputs if prog.names[k] not in labelled], dtype=np.int64)
+        computed = _level_summaries(every_draw, {n: (prog.index(n), lv) for n, lv in labelled.items()}, rows,
+                                    len(draw_idx), prob)
+        if not len(plain):
+            return result(computed)
+        lo_q, hi_q = (1 - prob) / 2, (1 + prob) / 2
+        if fast:
+            out = fused.counterfactual_summary(prog.arrays, prog.theta, data, orig, prog.lat, rows, draw_idx, key,
+                                               src_f, src_c, comp.kind, comp.value, ivu, comp.tables, needed, plain,
+                                               lo_q, hi_q)
+        else:
+            out = np.empty((len(rows), len(plain), 4))
+            K.units_summary_kernel(prog.arrays, prog.theta, data, orig, prog.lat, rows, draw_idx, key, src_f, src_c,
+                                   comp.kind, comp.value, ivu, comp.tables, needed, plain, lo_q, hi_q, out)
+        return result(computed | {prog.names[k]: out[:, i, :] for i, k in enumerate(plain)})
     nbytes = len(draw_idx) * len(rows) * len(outputs) * 8
     if nbytes > MAX_OUTPUT_BYTES:
         raise QueryError(
             f"keeping every draw would take {nbytes / 2**30:.1f} GiB ({len(draw_idx)} draws x {len(rows)} "
             f"units x {len(outputs)} nodes); pass summary_only=True, fewer units, or draws=<n>."
         )
-    if fast:  # (outputs, draws, units): each node's block is contiguous
-        out = fused.counterfactual_draws(prog.arrays, prog.theta, data, orig, prog.lat, rows, draw_idx, key, src_f,
-                                         src_c, comp.kind, comp.value, ivu, comp.tables, needed, outputs)
-        return result({prog.names[k]: _labels(post, prog.names[k], out[i]) for i, k in enumerate(outputs)})
-    out = np.empty((len(draw_idx), len(rows), len(outputs)))
-    K.units_kernel(prog.arrays, prog.theta, data, orig, prog.lat, rows, draw_idx, False, key, src_f, src_c,
-                   comp.kind, comp.value, ivu, comp.tables, needed, outputs, out)
-    # views into the kernel's one buffer (no per-node copy: peak memory is the result's own size)
-    return result({prog.names[k]: _labels(post, prog.names[k], out[:, :, i]) for i, k in enumerate(outputs)})
+    # fused: (outputs, draws, units), each node's block contiguous; generic: views into the kernel's
+    # one (draws, units, outputs) buffer (no per-node copy: peak memory is the result's own size)
+    out = every_draw(outputs, rows)
+    return result({prog.names[k]: _labels(post, prog.names[k], out[i]) for i, k in enumerate(outputs)})
+
+
+# summary_only for nodes reported by label: the draws of this many bytes at a time
+LEVEL_CHUNK_BYTES = 1 << 27
+
+
+def _level_summaries(every_draw, nodes: dict, rows, n_draws: int, prob: float) -> dict:
+    """Per unit and level of each node of ``nodes`` (name -> (output index, levels)): the (mean,
+    SD, lower, upper) over the draws of "the node takes this level", shaped (units, levels, 4),
+    with the rules :meth:`CounterfactualResult.summary` applies to every draw. The draws are
+    computed for a bounded number of units at a time (:data:`LEVEL_CHUNK_BYTES`)."""
+    if not nodes:
+        return {}
+    outs = np.array([k for k, _ in nodes.values()], dtype=np.int64)
+    res = {name: np.empty((len(rows), len(levels), 4)) for name, (_, levels) in nodes.items()}
+    step = max(1, LEVEL_CHUNK_BYTES // (8 * n_draws * len(outs)))
+    for u0 in range(0, len(rows), step):
+        codes = every_draw(outs, rows[u0:u0 + step])  # (outputs, draws, units)
+        for i, (name, (_, levels)) in enumerate(nodes.items()):
+            for j in range(len(levels)):
+                hit = (codes[i] == j).astype(float)
+                part = res[name][u0:u0 + hit.shape[1], j]
+                part[:, 0], part[:, 1] = hit.mean(axis=0), hit.std(axis=0)
+                part[:, 2], part[:, 3] = np.quantile(hit, [(1 - prob) / 2, (1 + prob) / 2], axis=0)
+    return res
 
 
 def _fixed_values(post, do, n_units: int) -> dict:
@@ -472,8 +540,9 @@ def _exact_set_values(post, do, values) -> None:
         values[name][...] = x
 
 
-def _unit_rows(post, units: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The data matrices (internal, original) the kernel reads for ``units``, and their rows."""
+def _unit_rows(post, units: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]:
+    """The data matrices (internal, original) the kernel reads for ``units``, their rows, and the
+    units' observed values (for a model with latent nodes or imputed values: the fitted rows)."""
     scm, prog = post.scm, post.program
     if scm.latent or prog.imputed:
         pos = pd.Index(post.plan.index).get_indexer(units.index)
@@ -485,13 +554,38 @@ def _unit_rows(post, units: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.nd
                 f"model {scm.name!r} has {what}, whose values are only known for "
                 "the fitted units: pass rows of the fitting data (with their original index)."
             )
-        return prog.data, prog.orig, pos.astype(np.int64)
+        return prog.data, prog.orig, pos.astype(np.int64), _as_fitted(post, units, pos)
     enc = encode(scm, post.plan.scales, units)
     data = np.full((len(units), len(prog.names)), np.nan)
     for name, v in enc.items():
         data[:, prog.index(name)] = v
     orig = original_matrix(scm, units, enc, prog.names)
-    return data, orig, np.arange(len(units), dtype=np.int64)
+    return data, orig, np.arange(len(units), dtype=np.int64), units
+
+
+def _as_fitted(post, units: pd.DataFrame, pos: np.ndarray) -> pd.DataFrame:
+    """The fitting data's rows ``pos`` (labelled like ``units``), after checking that every value
+    ``units`` gives for an observed node is the fitted one: a model with latent nodes or imputed
+    values answers for the fitted units as fitted (their latent draws belong to those values), so a
+    changed value would be silently ignored."""
+    fitted = post.plan.frame.iloc[pos].set_axis(units.index)
+    for name in fitted.columns.intersection(units.columns):
+        given, had = units[name].to_numpy(), fitted[name].to_numpy()
+        both_na = pd.isna(given) & pd.isna(had)
+        if given.dtype.kind in "fiub" and had.dtype.kind in "fiub":
+            same = np.isclose(given.astype(float), had.astype(float), rtol=1e-12, atol=0.0) | both_na
+        else:
+            same = np.array([bool(a == b) for a, b in zip(given, had, strict=True)]) | both_na
+        if not same.all():
+            bad = np.flatnonzero(~same)[:3]
+            raise QueryError(
+                f"units: column {name!r} differs from the fitting data in {int((~same).sum())} rows, e.g. unit "
+                f"{units.index[bad[0]]!r}: given {given[bad[0]]!r}, fitted {had[bad[0]]!r}. Model "
+                f"{post.scm.name!r} has latent nodes or imputed values, known only for the fitted units as "
+                f"fitted: pass those rows unchanged, and put the values you want to change in do= (e.g. "
+                f"do={{{name!r}: <per-unit values>}})."
+            )
+    return fitted
 
 
 def replicate(post, draws: int = 200, seed: int | None = None) -> pd.DataFrame:

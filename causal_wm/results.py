@@ -155,6 +155,7 @@ class SimulationResult:
     do: dict
     seed: int
     diagnostics: dict
+    levels: dict = field(default_factory=dict)  # node -> its named levels (values reported by label)
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self.values:
@@ -168,14 +169,17 @@ class SimulationResult:
         return pd.DataFrame(self.values)
 
     def summary(self, prob: float = 0.9) -> pd.DataFrame:
-        """Per numeric node: mean, SD, and the central ``prob`` predictive interval."""
+        """Per node: mean, SD, and the central ``prob`` predictive interval. A node reported by label
+        gets one row per level, ``node`` reading ``"name[level]"``: the share of samples at that
+        level, as a binary node's mean (SD and interval of the level's indicator)."""
         rows = []
         for k, v in self.values.items():
-            if v.dtype.kind not in "fiub":
-                continue
-            lo, hi = interval(v, prob)
-            rows.append({"node": k, "estimate": float(v.mean()), "sd": float(v.std()), "lower": lo, "upper": hi,
-                         "mcse": float(v.std() / np.sqrt(len(v)))})
+            cols = ({f"{k}[{lev}]": (v == lev).astype(float) for lev in self.levels[k]} if k in self.levels
+                    else {k: v} if v.dtype.kind in "fiub" else {})
+            for name, x in cols.items():
+                lo, hi = interval(x, prob)
+                rows.append({"node": name, "estimate": float(x.mean()), "sd": float(x.std()), "lower": lo,
+                             "upper": hi, "mcse": float(x.std() / np.sqrt(len(x)))})
         return pd.DataFrame(rows).set_index("node")
 
     def to_dict(self, prob: float = 0.9) -> dict:
@@ -254,23 +258,25 @@ class CounterfactualResult:
         return pd.concat(frames, ignore_index=True)
 
     def _level_rows(self, k: str, prob: float | None) -> list[pd.DataFrame]:
-        if self.summaries:
-            raise QueryError(
-                f"{k!r} is categorical and this result kept per-unit summaries of numbers only; "
-                "call counterfactual(..., summary_only=False) (with draws=<n> if memory is short) "
-                "to summarise its levels."
-            )
-        d = np.asarray(self[k])
+        # summary_only keeps, per unit and level, (mean, SD, lower, upper) of "k takes this level",
+        # computed by queries._level_summaries with the rules used here on every draw
+        if self.summaries and prob is not None and prob != self.prob:
+            raise QueryError(f"this result kept summaries at prob={self.prob} only.")
+        d = None if self.summaries else np.asarray(self[k])
         p = _prob(prob if prob is not None else self.prob)
         fact = self.factual[k].to_numpy() if k in self.factual.columns else None
         frames = []
-        for level in self.levels[k]:
-            hit = (d == level).astype(float)
-            lo, hi = np.quantile(hit, [(1 - p) / 2, (1 + p) / 2], axis=0)
+        for j, level in enumerate(self.levels[k]):
+            if d is None:
+                mean, sd, lo, hi = self.summaries[k][:, j].T
+            else:
+                hit = (d == level).astype(float)
+                mean, sd = hit.mean(axis=0), hit.std(axis=0)
+                lo, hi = np.quantile(hit, [(1 - p) / 2, (1 + p) / 2], axis=0)
             frames.append(pd.DataFrame({
                 "unit": self.factual.index, "node": f"{k}[{level}]",
                 "factual": (fact == level).astype(float) if fact is not None else np.nan,
-                "estimate": hit.mean(axis=0), "sd": hit.std(axis=0), "lower": lo, "upper": hi,
+                "estimate": mean, "sd": sd, "lower": lo, "upper": hi,
             }))
         return frames
 

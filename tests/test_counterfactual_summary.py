@@ -57,12 +57,24 @@ def test_all_nodes_summary_mixes_numeric_and_categorical_rows(cf):
     assert res.to_dict()["rows"]
 
 
-def test_summary_only_result_refuses_categorical_levels_with_a_fix():
+@pytest.mark.parametrize("engine", ["generic", "fused"])
+def test_summary_only_gives_the_level_rows_of_every_draw(engine, monkeypatch):
+    """summary_only summarises a categorical node's levels as the all-draws result does, exactly,
+    also when its draws are computed a few units at a time."""
+    from causal_wm import queries
+
     scm = SCM.from_dict(SCM_DICT)
-    df = pd.DataFrame({"t": [0, 1], "g": ["a", "b"]})
-    one = lambda shape: np.zeros((1, 5, *shape))  # noqa: E731
-    post = posterior_from_params(scm, df, {"t__intercept": one(()), "g__intercept": one((2,)),
-                                           "g__b": one((2, 1))})
-    res = post.counterfactual(units=df, do={"t": 1}, summary_only=True)
-    with pytest.raises(QueryError, match="summary_only=False"):
-        res.summary(node="g")
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"t": rng.integers(0, 2, 50), "g": rng.choice(LEVELS, 50)})
+    S = 300
+    params = {"t__intercept": np.zeros((1, S)), "g__intercept": rng.normal(0, 0.3, (1, S, 2)),
+              "g__b": rng.normal(0, 1.0, (1, S, 2, 1))}
+    post = posterior_from_params(scm, df, params, seed=3)
+    full = post.counterfactual(units=df, do={"t": 1}, prob=0.8, engine=engine).summary()
+    monkeypatch.setattr(queries, "LEVEL_CHUNK_BYTES", 8 * S * 7)  # 7 units per chunk
+    reduced = post.counterfactual(units=df, do={"t": 1}, summary_only=True, prob=0.8, engine=engine)
+    pd.testing.assert_frame_equal(reduced.summary(), full)
+    assert set(reduced.summary()["node"]) == {"t", "g[a]", "g[b]", "g[c]"}
+    assert reduced.to_dict()["rows"]
+    with pytest.raises(QueryError, match=r"prob=0\.8"):
+        reduced.summary(prob=0.5)

@@ -1,0 +1,169 @@
+"""Queries read what the user passes as it is meant: categorical values by label, boolean masks and
+units by their index, an intervened outcome at its own value; bad values get a QueryError.
+
+Posteriors are set by hand (:func:`causal_wm.testing.posterior_from_params`), so every expected
+number is computed here from the data and the parameters.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import causal_wm as cw
+from causal_wm.errors import QueryError
+from causal_wm.testing import parameter_shapes, posterior_from_params
+
+S = 200
+
+
+def _post(scm_dict, df, seed=0, **fixed):
+    """A posterior with every parameter drawn N(0, 0.3) (``fixed``: sites set to a value)."""
+    scm = cw.SCM.from_dict(scm_dict)
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, shape in parameter_shapes(scm, df).items():
+        params[name] = np.full((1, S, *shape), fixed[name]) if name in fixed else rng.normal(0, 0.3, (1, S, *shape))
+        if name.endswith("__sigma") or name.endswith("__phi"):
+            params[name] = np.abs(params[name]) + 0.5
+    return posterior_from_params(scm, df, params, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def families():
+    rng = np.random.default_rng(0)
+    n = 120
+    z = rng.normal(0, 1, n)
+    df = pd.DataFrame({"z": z, "x": z + rng.normal(0, 1, n), "lx": np.exp(0.3 * z + rng.normal(0, 0.5, n)),
+                       "c": rng.poisson(np.exp(0.5 + 0.3 * z)), "y": z + rng.normal(0, 1, n)})
+    return df, _post({"name": "fam", "nodes": {
+        "z": {}, "x": {"formula": "z"}, "lx": {"family": "lognormal", "formula": "z"},
+        "c": {"family": "poisson", "formula": "z"}, "y": {"formula": "x + lx + c"}}}, df)
+
+
+@pytest.mark.parametrize("engine", ["generic", "fused"])
+@pytest.mark.parametrize("node", ["x", "lx", "c"])
+def test_the_effect_of_shifting_a_node_on_itself_is_exactly_the_shift(families, node, engine):
+    """Both worlds read the node's own value: do(x = x + 1) vs nothing is 1 for every unit and draw
+    (before, the world without intervention used E[x | parents], so the effect carried noise)."""
+    _, post = families
+    eff = post.effect(node, do={node: cw.shift(1.0)}, engine=engine)
+    np.testing.assert_allclose(eff.draws, 1.0, rtol=1e-12)
+    if node != "c":  # (counts are shifted by whole numbers only)
+        doubled = post.effect(node, do={node: cw.scale(2.0)}, engine=engine)  # 2x - x = x: the data's mean
+        np.testing.assert_allclose(doubled.draws, post.plan.frame[node].mean(), rtol=1e-12)
+    # an untouched outcome: exactly zero in every draw
+    np.testing.assert_array_equal(post.effect("z", do={"x": 1.0}, engine=engine).draws, 0.0)
+
+
+def test_simulate_hands_callables_the_labels_of_a_categorical_node():
+    df = pd.DataFrame({"g": ["a", "b", "c", "a"] * 10, "y": np.arange(40.0)})
+    post = _post({"name": "cat", "nodes": {"g": {"family": "categorical", "levels": ["a", "b", "c"]},
+                                           "y": {"formula": "g"}}}, df)
+    seen = []
+
+    def to_c(v):
+        seen.append(set(np.asarray(v).tolist()))
+        return np.where(v == "a", "c", v)
+
+    sim = post.simulate(do={"g": to_c}, n=500, seed=1)
+    assert seen[0] <= {"a", "b", "c"} and "a" in seen[0]
+    assert set(sim["g"].tolist()) <= {"b", "c"}
+    # the summary has a row per level: the share of samples at it (none at "a" now)
+    tab = sim.summary()
+    np.testing.assert_allclose(tab.loc[["g[a]", "g[b]", "g[c]"], "estimate"].to_numpy(),
+                               [0.0, (sim["g"] == "b").mean(), (sim["g"] == "c").mean()])
+    assert "y" in tab.index
+    base = post.simulate(n=500, seed=1)  # same noise: the units drawn as "b" stay "b"
+    np.testing.assert_array_equal(sim["g"] == "b", base["g"] == "b")
+    # integer levels: a callable that moves every unit up one level
+    df2 = pd.DataFrame({"e": [1, 2, 3, 2] * 10, "y": np.arange(40.0)})
+    post2 = _post({"name": "edu", "nodes": {"e": {"family": "categorical", "levels": [1, 2, 3]},
+                                            "y": {"formula": "e"}}}, df2)
+    base2 = post2.simulate(n=500, seed=2)["e"]
+    up = post2.simulate(do={"e": lambda v: np.minimum(v + 1, 3)}, n=500, seed=2)["e"]
+    np.testing.assert_array_equal(up.astype(int), np.minimum(base2.astype(int) + 1, 3))
+
+
+def test_a_boolean_series_given_is_matched_by_label():
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame({"x": rng.normal(0, 1, 80), "y": rng.normal(0, 1, 80)})
+    post = _post({"name": "xy", "nodes": {"x": {}, "y": {"formula": "x"}}}, df)
+    mask = df["x"] > 0.5
+    by_array = post.effect("y", do={"x": cw.shift(1.0)}, given=mask.to_numpy())
+    shuffled = mask.sample(frac=1.0, random_state=0)  # same labels, another order
+    by_series = post.effect("y", do={"x": cw.shift(1.0)}, given=shuffled)
+    np.testing.assert_array_equal(by_series.draws, by_array.draws)
+    # a mask over a longer frame (e.g. the user's frame before rows were dropped) aligns too
+    longer = pd.concat([mask, pd.Series([True], index=[999])])
+    np.testing.assert_array_equal(post.effect("y", do={"x": cw.shift(1.0)}, given=longer).draws, by_array.draws)
+    with pytest.raises(QueryError, match=r"given=<boolean Series>.*missing"):
+        post.effect("y", do={"x": cw.shift(1.0)}, given=mask.iloc[:40])
+
+
+@pytest.fixture(scope="module")
+def latent():
+    rng = np.random.default_rng(4)
+    n = 60
+    df = pd.DataFrame({"t": rng.normal(0, 1, n), "y": rng.normal(0, 1, n)}, index=np.arange(100, 100 + n))
+    return df, _post({"name": "lat", "nodes": {"a": {"latent": True}, "t": {"formula": "a"},
+                                                "y": {"formula": "t + a"}}}, df)
+
+
+def test_units_of_a_latent_model_must_be_the_fitted_rows(latent):
+    df, post = latent
+    units = df.iloc[:3].copy()
+    units["y"] = 100.0
+    with pytest.raises(QueryError, match=r"column 'y' differs from the fitting data.*do="):
+        post.counterfactual(units=units, do={"t": 0.0})
+    # rows given by their index alone: the fitted values are used, and reported as factual
+    res = post.counterfactual(units=df.iloc[:3][[]], do={"t": cw.shift(0.0)})
+    pd.testing.assert_frame_equal(res.factual, df.iloc[:3], check_dtype=False)
+    np.testing.assert_array_equal(res["y"], np.broadcast_to(df["y"].to_numpy()[:3], res["y"].shape))
+    same = post.counterfactual(units=df.iloc[:3], do={"t": cw.shift(0.0)})
+    np.testing.assert_array_equal(same["y"], res["y"])
+
+
+def test_mediation_takes_the_level_of_a_categorical_outcome_and_refuses_no_mediators():
+    rng = np.random.default_rng(5)
+    df = pd.DataFrame({"t": rng.integers(0, 2, 90), "m": rng.normal(0, 1, 90), "g": rng.choice(["a", "b", "c"], 90)})
+    post = _post({"name": "med", "nodes": {"t": {"family": "bernoulli"}, "m": {"formula": "t"},
+                                           "g": {"family": "categorical", "levels": ["a", "b", "c"],
+                                                 "formula": "t + m"}}}, df)
+    med = post.mediation("t", "m", "g", level="b")
+    total = post.effect("g", do={"t": 1}, vs={"t": 0}, level="b")
+    np.testing.assert_allclose(med.total.draws, total.draws, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(med.direct.draws + med.indirect.draws, med.total.draws, atol=1e-12)
+    with pytest.raises(QueryError, match="non-empty"):
+        post.mediation("t", [], "g", level="b")
+    with pytest.raises(QueryError, match=r"level=.*not categorical"):
+        post.effect("m", do={"t": 1}, level="b")
+
+
+@pytest.mark.parametrize("bad", ["a", None, [1, 2], float("nan"), True])
+def test_shift_and_scale_refuse_anything_but_one_finite_number(bad):
+    with pytest.raises(QueryError, match=r"shift\(delta="):
+        cw.shift(bad)
+    with pytest.raises(QueryError, match=r"scale\(factor="):
+        cw.scale(bad)
+
+
+def test_summary_only_must_be_a_boolean(families):
+    df, post = families
+    with pytest.raises(QueryError, match="summary_only must be True or False"):
+        post.counterfactual(units=df, do={"x": 0.0}, summary_only="no")
+
+
+@pytest.mark.parametrize("engine", ["generic", "fused"])
+def test_an_overflowing_counterfactual_or_simulation_is_refused_like_an_effect(families, engine):
+    df, post = families
+    with pytest.raises(QueryError, match="overflowed"):
+        post.effect("c", do={"z": 1e4}, engine=engine)
+    for summary_only in (False, True):
+        with pytest.raises(QueryError, match=r"counterfactual: 'lx' .*not finite"):
+            post.counterfactual(units=df, do={"z": 1e4}, summary_only=summary_only, engine=engine)
+    with pytest.raises(QueryError, match=r"simulate: 'lx' .*not finite"):
+        post.simulate(do={"z": 1e4}, n=50)
+    with pytest.raises(QueryError, match=r"simulate: 'lx' .*not finite"):  # below a lognormal's support
+        post.simulate(do={"lx": cw.shift(-1e6)}, n=50)
