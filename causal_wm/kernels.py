@@ -114,25 +114,33 @@ def _long_walk(fam, mu, phi):
 
 
 @njit(cache=True)
+def _log_pmf(fam, k, mu, phi):
+    """log P(Y = k) of a Poisson(mu) or NB2(mu, phi) count, k >= 0 a whole number."""
+    if fam == POISSON:
+        if k == 0.0:
+            return -mu
+        # k log(mu) - mu - lgamma(k + 1) cancels terms of size mu log mu (1e-7 lost at mu = 1e8);
+        # Stirling's form keeps only small terms: k log(mu / k) + k - mu - log(2 pi k) / 2 - stirlerr(k)
+        if k > 15.0:
+            stirlerr = 1.0 / (12.0 * k) - 1.0 / (360.0 * k**3) + 1.0 / (1260.0 * k**5)
+        else:
+            stirlerr = math.lgamma(k + 1.0) - (k * math.log(k) - k + 0.5 * math.log(2.0 * math.pi * k))
+        return k * math.log1p((mu - k) / k) + (k - mu) - 0.5 * math.log(2.0 * math.pi * k) - stirlerr
+    return (math.lgamma(k + phi) - math.lgamma(phi) - math.lgamma(k + 1.0)
+            + phi * (math.log(phi) - math.log(phi + mu)) + k * (math.log(mu) - math.log(mu + phi)))
+
+
+@njit(cache=True)
+def _log_ratio(fam, mu, phi):
+    # the constant part of log p(k+1) - log p(k)
+    return math.log(mu) if fam == POISSON else math.log(mu) - math.log(mu + phi)
+
+
+@njit(cache=True)
 def _count_start(fam, mu, phi):
     """(first value summed, its log pmf, log of the recurrence's constant ratio)."""
     k0 = max(0.0, np.floor(mu - COUNT_SIGMAS * _count_sd(fam, mu, phi)))  # np: math.floor is int64 in numba
-    if fam == POISSON:
-        logr = math.log(mu)
-        if k0 == 0.0:
-            return k0, -mu, logr
-        # k log(mu) - mu - lgamma(k + 1) cancels terms of size mu log mu (1e-7 lost at mu = 1e8);
-        # Stirling's form keeps only small terms: k log(mu / k) + k - mu - log(2 pi k) / 2 - stirlerr(k)
-        if k0 > 15.0:
-            stirlerr = 1.0 / (12.0 * k0) - 1.0 / (360.0 * k0**3) + 1.0 / (1260.0 * k0**5)
-        else:
-            stirlerr = math.lgamma(k0 + 1.0) - (k0 * math.log(k0) - k0 + 0.5 * math.log(2.0 * math.pi * k0))
-        lp = k0 * math.log1p((mu - k0) / k0) + (k0 - mu) - 0.5 * math.log(2.0 * math.pi * k0) - stirlerr
-        return k0, lp, logr
-    logr = math.log(mu) - math.log(mu + phi)
-    lp = (math.lgamma(k0 + phi) - math.lgamma(phi) - math.lgamma(k0 + 1.0)
-          + phi * (math.log(phi) - math.log(phi + mu)) + k0 * logr)
-    return k0, lp, logr
+    return k0, _log_pmf(fam, k0, mu, phi), _log_ratio(fam, mu, phi)
 
 
 @njit(cache=True, inline="always")
@@ -166,6 +174,86 @@ def count_cdf_pair(fam, mu, phi, y):
         cdf += math.exp(lp)
         steps += 1
     return min(lo, 1.0), min(cdf, 1.0)
+
+
+# The upper tail. Where the observed count lies above its mean, the coupling works with P(Y > y)
+# instead of F(y): far in the tail F rounds to 1 (a count of 20 where the mean is 1.7 has
+# 1 - F = 1e-15), and the counterfactual drawn from F would be wrong. Tail sums are added from the
+# far end downward, from a count past which the mass left is below 2^-60 of what is summed.
+TAIL_FLOOR = 42.0  # natural log of 2^60
+
+
+@njit(cache=True)
+def _tail_top(fam, mu, phi, k, log_floor):
+    """(count, its log pmf) from ``k`` (> mu) upward, in doubling steps, past which the pmf's mass
+    is below exp(``log_floor``) (past the mean the pmf falls at least geometrically: bounded by
+    p(k) / (1 - r), r the largest ratio p(j+1)/p(j) beyond k)."""
+    d = max(1.0, np.ceil(_count_sd(fam, mu, phi)))
+    lp = _log_pmf(fam, k, mu, phi)
+    for _ in range(200):
+        r = mu / (k + 1.0) if fam == POISSON else max((k + phi) / (k + 1.0), 1.0) * mu / (mu + phi)
+        if lp - math.log1p(-r) < log_floor:
+            break
+        k += d
+        d *= 2.0
+        lp = _log_pmf(fam, k, mu, phi)
+    return k, lp
+
+
+@njit(cache=True)
+def upper_tail(fam, mu, phi, y):
+    """Whether the coupling of an observed count ``y`` works on the upper tail (y above the mean)."""
+    return mu > 0.0 and math.isfinite(_count_sd(fam, mu, phi)) and y > mu
+
+
+@njit(cache=True)
+def count_sf_pair(fam, mu, phi, y):
+    """(P(Y > y), P(Y >= y)) of a Poisson(mu) or NB2(mu, phi) count, for ``y`` above the mean."""
+    sd = _count_sd(fam, mu, phi)
+    if _long_walk(fam, mu, phi):
+        return _phi((mu - y - 0.5) / sd), _phi((mu - y + 0.5) / sd)
+    logr = _log_ratio(fam, mu, phi)
+    k, lp = _tail_top(fam, mu, phi, y + 1.0, _log_pmf(fam, y + 1.0, mu, phi) - TAIL_FLOOR)
+    t = 0.0
+    for _ in range(MAX_COUNT_STEPS):
+        t += math.exp(lp)  # P(Y >= k)
+        if k <= y + 1.0:
+            break
+        k -= 1.0
+        lp -= _count_step(fam, k, phi, logr)
+    return t, t + math.exp(lp - _count_step(fam, y, phi, logr))
+
+
+@njit(cache=True)
+def count_quantile_sf(fam, mu, phi, w, k_from):
+    """Smallest y with P(Y > y) <= w (the quantile at 1 - w, without rounding 1 - w), the tail
+    summed downward from above ``k_from`` (a guess of the answer: the nearer, the fewer steps)."""
+    if not mu > 0.0:
+        return 0.0
+    sd = _count_sd(fam, mu, phi)
+    if not math.isfinite(sd):
+        return math.inf
+    w = max(w, 5e-324)
+    if _long_walk(fam, mu, phi):
+        lo, hi = -40.0, 40.0  # bisection for z with 1 - Phi(z) = w
+        for _ in range(80):
+            mid = 0.5 * (lo + hi)
+            if _phi(-mid) > w:
+                lo = mid
+            else:
+                hi = mid
+        return max(0.0, np.floor(mu + sd * hi + 0.5))
+    logr = _log_ratio(fam, mu, phi)
+    k_from = max(k_from, np.floor(mu) + 1.0)
+    k, lp = _tail_top(fam, mu, phi, k_from, min(_log_pmf(fam, k_from, mu, phi), math.log(w)) - TAIL_FLOOR)
+    t = 0.0
+    for _ in range(MAX_COUNT_STEPS):
+        t += math.exp(lp)  # P(Y >= k); P(Y >= k + 1) <= w
+        if t > w or k <= 0.0:
+            break
+        k -= 1.0
+        lp -= _count_step(fam, k, phi, logr)
+    return k
 
 
 @njit(cache=True)
@@ -301,9 +389,14 @@ def abduct_predict(k, s, u, key, y, eta_f, eta_c, theta, ni, nf, pf):
         return 1.0 if uu > 1.0 - sigmoid(eta_c[0]) else 0.0
     if fam == POISSON or fam == NEGBIN:
         phi = theta[s, ni[k, 8]] if fam == NEGBIN else 0.0
-        lo, hi = count_cdf_pair(fam, math.exp(pf[k, 3] + eta_f[0]), phi, int(y))
+        mu_f, mu_c = math.exp(pf[k, 3] + eta_f[0]), math.exp(pf[k, 3] + eta_c[0])
+        if upper_tail(fam, mu_f, phi, y):  # the same coupling, on P(Y > y) (see TAIL_FLOOR)
+            s_hi, s_lo = count_sf_pair(fam, mu_f, phi, y)
+            guess = np.floor(mu_c + (y - mu_f) * (_count_sd(fam, mu_c, phi) / _count_sd(fam, mu_f, phi)) + 0.5)
+            return count_quantile_sf(fam, mu_c, phi, s_hi + (1.0 - v) * (s_lo - s_hi), guess + 1.0)
+        lo, hi = count_cdf_pair(fam, mu_f, phi, int(y))
         uu = lo + v * (hi - lo)
-        return count_quantile(fam, math.exp(pf[k, 3] + eta_c[0]), phi, uu)
+        return count_quantile(fam, mu_c, phi, uu)
     # categorical: Gumbel posterior given the observed argmax (Oberst & Sontag 2019)
     K = ni[k, 2] + 1
     obs = int(y)
@@ -430,9 +523,11 @@ def _world(s, u, su, key, order, src, data, lat, fact, vals, eta, eta_f, theta, 
 
 @njit(cache=True, inline="always")
 def _expected(outcome, s, vals, eta, theta, ni, nf, pf, col_ptr, fac_ptr, fac_var, fac_lev, blk_ptr, blk_var,
-              blk_cols, blk_p, ivk, level):
-    # E[outcome | its parents] in original units; an intervened outcome is its set value
-    if ivk[outcome] != NONE:
+              blk_cols, blk_p, ivk, src, level):
+    # E[outcome | its parents] in original units where the world regenerates it; an intervened
+    # outcome is its set value, and one outside every intervention's reach its own (data or latent)
+    # value, so that e.g. do(x = x + 1) against no intervention is exactly 1 for every unit
+    if ivk[outcome] != NONE or src[outcome] == DATA or src[outcome] == LATENT:
         if ni[outcome, 0] == CATEGORICAL:
             return 1.0 if vals[outcome] == level else 0.0
         return to_original(ni[outcome, 9], pf[outcome, 0], pf[outcome, 1], vals[outcome])
@@ -467,12 +562,12 @@ def effect_kernel(prog, theta, data, lat, units, key, src_a, ivk_a, ivv_a, ivu_a
                    pf, col_ptr, fac_ptr, fac_var, fac_lev, blk_ptr, blk_var, blk_cols,
                    blk_p, ivk_b, ivv_b, ivu_b, tables, needed)
             acc_b += _expected(outcome, s, vals_b, eta, theta, ni, nf, pf, col_ptr, fac_ptr, fac_var, fac_lev,
-                               blk_ptr, blk_var, blk_cols, blk_p, ivk_b, level)
+                               blk_ptr, blk_var, blk_cols, blk_p, ivk_b, src_b, level)
             _world(s, su, su, key, order, src_a, data, lat, vals_b, vals_a, eta, eta_f, theta, ni, nf,
                    pf, col_ptr, fac_ptr, fac_var, fac_lev, blk_ptr, blk_var, blk_cols,
                    blk_p, ivk_a, ivv_a, ivu_a, tables, needed)
             acc_a += _expected(outcome, s, vals_a, eta, theta, ni, nf, pf, col_ptr, fac_ptr, fac_var, fac_lev,
-                               blk_ptr, blk_var, blk_cols, blk_p, ivk_a, level)
+                               blk_ptr, blk_var, blk_cols, blk_p, ivk_a, src_a, level)
         out[s, 0] = acc_a / units.shape[0]
         out[s, 1] = acc_b / units.shape[0]
     return out

@@ -143,21 +143,27 @@ def _count_sd(fam, mu, phi):
     return jnp.sqrt(mu if fam == POISSON else mu + mu * mu / phi)
 
 
-def _count_start(fam, mu, phi, sd):
-    k0 = jnp.maximum(0.0, jnp.floor(mu - K.COUNT_SIGMAS * sd))
+def _log_pmf(fam, k0, mu, phi):
+    """kernels._log_pmf."""
     if fam == POISSON:
-        logr = jnp.log(mu)
-        # Stirling's form of k log(mu) - mu - lgamma(k + 1), as kernels._count_start (k0 = 0: -mu)
+        # Stirling's form of k log(mu) - mu - lgamma(k + 1), as kernels._log_pmf (k = 0: -mu)
         k = jnp.where(k0 > 0.0, k0, 1.0)
         series = 1.0 / (12.0 * k) - 1.0 / (360.0 * k**3) + 1.0 / (1260.0 * k**5)
         exact = lax.lgamma(k + 1.0) - (k * jnp.log(k) - k + 0.5 * jnp.log(2.0 * math.pi * k))
         stirlerr = jnp.where(k > 15.0, series, exact)
         lp = k * jnp.log1p((mu - k) / k) + (k - mu) - 0.5 * jnp.log(2.0 * math.pi * k) - stirlerr
-        return k0, jnp.where(k0 > 0.0, lp, -mu), logr
-    logr = jnp.log(mu) - jnp.log(mu + phi)
-    lp = (lax.lgamma(k0 + phi) - lax.lgamma(phi) - lax.lgamma(k0 + 1.0)
-          + phi * (jnp.log(phi) - jnp.log(phi + mu)) + k0 * logr)
-    return k0, lp, logr
+        return jnp.where(k0 > 0.0, lp, -mu)
+    return (lax.lgamma(k0 + phi) - lax.lgamma(phi) - lax.lgamma(k0 + 1.0)
+            + phi * (jnp.log(phi) - jnp.log(phi + mu)) + k0 * (jnp.log(mu) - jnp.log(mu + phi)))
+
+
+def _log_ratio(fam, mu, phi):
+    return jnp.log(mu) if fam == POISSON else jnp.log(mu) - jnp.log(mu + phi)
+
+
+def _count_start(fam, mu, phi, sd):
+    k0 = jnp.maximum(0.0, jnp.floor(mu - K.COUNT_SIGMAS * sd))
+    return k0, _log_pmf(fam, k0, mu, phi), _log_ratio(fam, mu, phi)
 
 
 def _count_step(fam, k, phi, logr):
@@ -206,6 +212,95 @@ def count_cdf_pair(fam, mu, phi, y):
     lo = jnp.where(finite, lo, 0.0)
     cdf = jnp.where(finite, cdf, 0.0)
     return jnp.where(pos, lo, jnp.where(y == 0, 0.0, 1.0)), jnp.where(pos, cdf, 1.0)
+
+
+def _tail_top(fam, mu, phi, k, log_floor, active):
+    """kernels._tail_top, elementwise (the ``active`` elements step in lockstep)."""
+    d = jnp.maximum(1.0, jnp.ceil(_count_sd(fam, mu, phi)))
+
+    def going(st):
+        k, lp, _, i = st
+        r = mu / (k + 1.0) if fam == POISSON else jnp.maximum((k + phi) / (k + 1.0), 1.0) * mu / (mu + phi)
+        return active & (i < 200) & ~(lp - jnp.log1p(-r) < log_floor)
+
+    def body(st):
+        k, lp, d, i = st
+        a = going(st)
+        k = jnp.where(a, k + d, k)
+        return k, jnp.where(a, _log_pmf(fam, k, mu, phi), lp), jnp.where(a, d * 2.0, d), i + a
+
+    st = (k, _log_pmf(fam, k, mu, phi), d, jnp.zeros(mu.shape, jnp.int64))
+    k, lp, _, _ = lax.while_loop(lambda st: jnp.any(going(st)), body, st)
+    return k, lp
+
+
+def upper_tail(fam, mu, phi, y):
+    """kernels.upper_tail, elementwise."""
+    return (mu > 0.0) & jnp.isfinite(_count_sd(fam, jnp.where(mu > 0.0, mu, 1.0), phi)) & (y > mu)
+
+
+def count_sf_pair(fam, mu, phi, y, active):
+    """kernels.count_sf_pair for the ``active`` elements (others: any finite numbers)."""
+    mu, phi, y = jnp.broadcast_arrays(mu, phi, y)
+    mu = jnp.where(active, mu, 1.0)  # keep the inactive elements' arithmetic finite
+    y = jnp.where(active, y, 2.0)
+    sd = _count_sd(fam, mu, phi)
+    long = K.COUNT_SIGMAS * sd + jnp.minimum(mu, K.COUNT_SIGMAS * sd) > K.MAX_COUNT_STEPS
+    walk = active & ~long
+    logr = _log_ratio(fam, mu, phi)
+    k, lp = _tail_top(fam, mu, phi, y + 1.0, _log_pmf(fam, y + 1.0, mu, phi) - K.TAIL_FLOOR, walk)
+
+    def going(st):
+        _, _, _, done, i = st
+        return walk & ~done & (i < K.MAX_COUNT_STEPS)
+
+    def body(st):
+        k, lp, t, done, i = st
+        a = going(st)
+        t = jnp.where(a, t + jnp.exp(lp), t)
+        stop = k <= y + 1.0
+        more = a & ~stop
+        k = jnp.where(more, k - 1.0, k)
+        lp = jnp.where(more, lp - _count_step(fam, k, phi, logr), lp)
+        return k, lp, t, done | (a & stop), i + a
+
+    st = (k, lp, jnp.zeros(mu.shape), jnp.zeros(mu.shape, bool), jnp.zeros(mu.shape, jnp.int64))
+    k, lp, t, _, _ = lax.while_loop(lambda st: jnp.any(going(st)), body, st)
+    s_lo = t + jnp.exp(lp - _count_step(fam, y, phi, logr))
+    return (jnp.where(long, _phi((mu - y - 0.5) / sd), t), jnp.where(long, _phi((mu - y + 0.5) / sd), s_lo))
+
+
+def count_quantile_sf(fam, mu, phi, w, k_from, active):
+    """kernels.count_quantile_sf for the ``active`` elements (others: any numbers)."""
+    mu, phi, w, k_from = jnp.broadcast_arrays(mu, phi, w, k_from)
+    pos, mu, sd, finite, long = _count_setup(fam, mu, phi)
+    w = jnp.maximum(w, 5e-324)
+    walk = active & pos & finite & ~long
+    logr = _log_ratio(fam, mu, phi)
+    k_from = jnp.where(walk, jnp.maximum(k_from, jnp.floor(mu) + 1.0), jnp.floor(mu) + 1.0)
+    floor = jnp.minimum(_log_pmf(fam, k_from, mu, phi), jnp.log(w)) - K.TAIL_FLOOR
+    k, lp = _tail_top(fam, mu, phi, k_from, floor, walk)
+
+    def going(st):
+        _, _, _, done, i = st
+        return walk & ~done & (i < K.MAX_COUNT_STEPS)
+
+    def body(st):
+        k, lp, t, done, i = st
+        a = going(st)
+        t = jnp.where(a, t + jnp.exp(lp), t)
+        stop = (t > w) | (k <= 0.0)
+        more = a & ~stop
+        k = jnp.where(more, k - 1.0, k)
+        lp = jnp.where(more, lp - _count_step(fam, k, phi, logr), lp)
+        return k, lp, t, done | (a & stop), i + a
+
+    st = (k, lp, jnp.zeros(mu.shape), jnp.zeros(mu.shape, bool), jnp.zeros(mu.shape, jnp.int64))
+    k = lax.while_loop(lambda st: jnp.any(going(st)), body, st)[0]
+    # the normal approximation: 1 - Phi(z) = w, i.e. z = -ndtri(w) (kernels bisects to within rounding)
+    approx = jnp.maximum(0.0, jnp.floor(mu - sd * jnp.clip(ndtri(w), -40.0, 40.0) + 0.5))
+    out = jnp.where(long, approx, k)
+    return jnp.where(pos, jnp.where(finite, out, jnp.inf), 0.0)
 
 
 def count_quantile(fam, mu, phi, u):
@@ -416,9 +511,15 @@ class Trace:
             return jnp.where(uu > 1.0 - sigmoid(eta_c[0]), 1.0, 0.0)
         if fam in (POISSON, NEGBIN):
             phi = self.theta(node.p_phi) if fam == NEGBIN else 0.0
-            lo, hi = count_cdf_pair(fam, jnp.exp(self.pfv(k, 3) + eta_f[0]), phi, jnp.floor(y))
+            mu_f, mu_c = jnp.exp(self.pfv(k, 3) + eta_f[0]), jnp.exp(self.pfv(k, 3) + eta_c[0])
+            y = jnp.floor(y)
+            up = upper_tail(fam, mu_f, phi, y)
+            s_hi, s_lo = count_sf_pair(fam, mu_f, phi, y, up)
+            guess = jnp.floor(mu_c + (y - mu_f) * (_count_sd(fam, mu_c, phi) / _count_sd(fam, mu_f, phi)) + 0.5)
+            above = count_quantile_sf(fam, mu_c, phi, s_hi + (1.0 - v) * (s_lo - s_hi), guess + 1.0, up)
+            lo, hi = count_cdf_pair(fam, mu_f, phi, y)
             uu = lo + v * (hi - lo)
-            return count_quantile(fam, jnp.exp(self.pfv(k, 3) + eta_c[0]), phi, uu)
+            return jnp.where(up, above, count_quantile(fam, mu_c, phi, uu))
         # categorical: the Gumbel posterior given the observed argmax (Oberst & Sontag 2019)
         n_lev = node.n_eta + 1
         obs = jnp.trunc(y)
@@ -523,10 +624,11 @@ class Trace:
         same = (vals[k] == fact[k]) & ~jnp.isnan(org)
         return jnp.broadcast_to(jnp.where(same, org, conv), self.shape)
 
-    def expected_outcome(self, k, vals, kind, level):
-        """kernels._expected: E[outcome | its parents]; an intervened outcome is its set value."""
+    def expected_outcome(self, k, vals, kind, src, level):
+        """kernels._expected: E[outcome | its parents] where the world regenerates it; an
+        intervened outcome is its set value, one outside every intervention's reach its own value."""
         node = self.nodes[k]
-        if kind != K.NONE:
+        if kind != K.NONE or src in (K.DATA, K.LATENT):
             if node.family == CATEGORICAL:
                 return jnp.where(vals[k] == level, 1.0, 0.0)
             return to_original(node.trans, self.pfv(k, 0), self.pfv(k, 1), vals[k])
@@ -583,8 +685,8 @@ def _expected_pair(nodes, needed, world_a, world_b, outcome, level, theta, s, u,
     take their world-b values."""
     tr = Trace(nodes, False, theta, s, u, data, data, lat, ivv_b, ivu_b, tables, pf, key)
     vb = tr.world(world_b, needed)
-    eb = tr.expected_outcome(outcome, vb, world_b.ivk[outcome], level)
+    eb = tr.expected_outcome(outcome, vb, world_b.ivk[outcome], world_b.src[outcome], level)
     tr.ivv, tr.ivu = ivv_a, ivu_a  # world a: same data and random numbers, its own intervention
     va = tr.world(world_a, needed, other=vb)
-    ea = tr.expected_outcome(outcome, va, world_a.ivk[outcome], level)
+    ea = tr.expected_outcome(outcome, va, world_a.ivk[outcome], world_a.src[outcome], level)
     return jnp.broadcast_to(ea, tr.shape), jnp.broadcast_to(eb, tr.shape)

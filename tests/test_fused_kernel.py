@@ -250,7 +250,13 @@ def test_summary_only_reduces_exactly_the_all_draws_result(mixed):
     gen = queries.counterfactual(post, df, {"x": cw.shift(0.7)}, summary_only=True, prob=0.8, engine="generic")
     for node in full.nodes:
         v = _codes(post, node, full[node])
-        ref = np.stack([v.mean(0), v.std(0), *np.quantile(v, [0.1, 0.9], axis=0)], axis=-1)
+        if node in full.levels:  # per level: the indicator's mean, SD and interval
+            hits = [(v == j).astype(float) for j in range(len(full.levels[node]))]
+        else:
+            hits = [v]
+        ref = np.stack([np.stack([h.mean(0), h.std(0), *np.quantile(h, [0.1, 0.9], axis=0)], axis=-1)
+                        for h in hits], axis=1 if node in full.levels else 0)
+        ref = ref if node in full.levels else ref[0]
         assert np.allclose(summ.summaries[node], ref, rtol=1e-12, atol=1e-12), node
         assert np.allclose(gen.summaries[node], ref, rtol=1e-12, atol=1e-12), node
 
@@ -279,6 +285,20 @@ def test_count_functions_mirror_the_generic_ones():
         ref_q = np.array([K.count_quantile(fam, m, p, v) for m, p, v in zip(mu, phi, u, strict=True)])
         assert np.allclose(lo, ref[:, 0], rtol=1e-9, atol=1e-12) and np.allclose(hi, ref[:, 1], rtol=1e-9, atol=1e-12)
         assert np.mean(np.abs(q - ref_q) > 1e-12 * np.maximum(1.0, ref_q)) <= 0.01, fam
+        # the upper tail: counts above the mean, out to where the tail is below 1e-100
+        y_up = np.floor(mu + rng.uniform(0.0, 1.0, mu.size) * (10.0 * np.sqrt(mu) + 20.0)) + 1.0
+        up = (y_up > mu) & (mu < 1e6)
+        w = rng.uniform(size=mu.size)
+        guess = y_up + np.floor(rng.uniform(-3.0, 3.0, mu.size))
+        with jax.enable_x64(True):
+            s_hi, s_lo = (np.asarray(a) for a in jax.jit(
+                lambda m, p, v, a, f=fam: traced.count_sf_pair(f, m, p, v, a))(mu, phi, y_up, up))
+            q_up = np.asarray(jax.jit(lambda m, p, v, g, a, f=fam: traced.count_quantile_sf(f, m, p, v, g, a))(
+                mu, phi, s_hi + w * (s_lo - s_hi), guess, up))
+        for i in np.flatnonzero(up):
+            r_hi, r_lo = K.count_sf_pair(fam, mu[i], phi[i], y_up[i])
+            assert np.isclose(s_hi[i], r_hi, rtol=1e-9, atol=0) and np.isclose(s_lo[i], r_lo, rtol=1e-9, atol=0)
+            assert q_up[i] == K.count_quantile_sf(fam, mu[i], phi[i], r_hi + w[i] * (r_lo - r_hi), guess[i])
 
 
 def test_row_summary_quantiles_are_numpys():

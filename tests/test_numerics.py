@@ -106,6 +106,54 @@ def test_negative_binomial_cdf_and_quantile_match_scipy(mu, phi):
         assert abs(lo - d.cdf(y - 1)) < 1e-9 and abs(hi - d.cdf(y)) < 1e-9
 
 
+@pytest.mark.parametrize(("fam", "mu", "phi"), [(POISSON, 1.7, 0.0), (POISSON, 50.0, 0.0), (POISSON, 3e4, 0.0),
+                                              (NEGBIN, 1.7, 2.0), (NEGBIN, 30.0, 0.5), (NEGBIN, 400.0, 40.0)])
+def test_upper_tail_pair_and_quantile_match_scipy_far_out(fam, mu, phi):
+    """Above the mean the coupling works on P(Y > y), which stays precise where F(y) rounds to 1
+    (a count of 49 where the mean is 1.7 has P(Y > 49) = 2e-54)."""
+    d = stats.poisson(mu) if fam == POISSON else stats.nbinom(phi, phi / (phi + mu))
+    sd = d.std()
+    for y in sorted({math.ceil(mu), math.ceil(mu + 3 * sd), math.ceil(mu + 10 * sd), math.ceil(mu + 30 * sd + 30)}):
+        s_hi, s_lo = K.count_sf_pair(fam, mu, phi, float(y))
+        ref_hi, ref_lo = d.sf(y), d.sf(y - 1)
+        assert ref_hi > 0  # (the cases stay inside floating point)
+        assert abs(s_hi / ref_hi - 1) < 1e-10 and abs(s_lo / ref_lo - 1) < 1e-10, (y, s_hi, ref_hi)
+        for v in (1e-9, 0.3, 0.999):  # any tail mass inside (P(Y > y), P(Y >= y)] maps back to y
+            w = s_hi + (1 - v) * (s_lo - s_hi)
+            for guess in (y + 1.0, math.floor(mu) + 1.0, y + 40.0):
+                assert K.count_quantile_sf(fam, mu, phi, w, guess) == y
+    for w in (0.4, 1e-3, 1e-30):  # the quantile at 1 - w: P(Y > k) <= w < P(Y > k - 1)
+        k = K.count_quantile_sf(fam, mu, phi, w, math.floor(mu) + 1.0)
+        assert d.sf(k) <= w < d.sf(k - 1), (w, k)
+
+
+def test_counterfactual_counts_far_above_their_mean_keep_their_value_under_a_tiny_change():
+    """Before the upper-tail coupling, a count of 20 where the mean was 1.7 became 19-21 or ~195
+    (F(y - 1) and F(y) both rounded to 1) under a change of the parent by 1e-9."""
+    rng = np.random.default_rng(2)
+    n = 300
+    x = rng.normal(0.0, 1.0, n)
+    c = rng.poisson(np.exp(0.5 + 0.3 * x))
+    c[:4] = [20, 30, 45, 60]  # outliers far in the upper tail
+    nb = rng.negative_binomial(2.0, 2.0 / (2.0 + np.exp(0.5 + 0.3 * x)))
+    nb[:4] = [40, 80, 150, 300]
+    df = pd.DataFrame({"x": x, "c": c, "nb": nb})
+    scm = cw.SCM.from_dict({"name": "tail", "nodes": {
+        "x": {}, "c": {"family": "poisson", "formula": "x"}, "nb": {"family": "negative_binomial", "formula": "x"}}})
+    S = 200
+    params = {"x__intercept": np.zeros((1, S)), "x__sigma": np.ones((1, S)),
+              "c__intercept": np.full((1, S), 0.0), "c__b": np.full((1, S, 1), 0.3),
+              "nb__intercept": np.full((1, S), 0.0), "nb__b": np.full((1, S, 1), 0.3), "nb__phi": np.full((1, S), 2.0)}
+    post = posterior_from_params(scm, df, params, seed=0)
+    for engine in ("generic", "fused"):
+        cf = post.counterfactual(units=df.iloc[:4], do={"x": cw.shift(1e-9)}, engine=engine)
+        np.testing.assert_array_equal(cf["c"], np.broadcast_to(c[:4], cf["c"].shape))
+        np.testing.assert_array_equal(cf["nb"], np.broadcast_to(nb[:4], cf["nb"].shape))
+        # a real change moves them monotonically, by a little: never to the other end of the tail
+        up = post.counterfactual(units=df.iloc[:4], do={"x": cw.shift(0.5)}, engine=engine)
+        assert np.all(up["c"] >= c[:4]) and np.all(up["c"] <= c[:4] + 3)
+
+
 def test_absurd_count_means_answer_quickly():
     import time
 
