@@ -121,3 +121,26 @@ def test_svi_agrees_with_nuts(lg_fit):
     assert abs(e_svi.mean() - e_nuts.mean()) < 3 * e_nuts.sd()
     assert 0.5 < e_svi.sd() / e_nuts.sd() < 2.0
     assert svi.diagnostics().method == "svi"
+    assert svi.ok, svi.diagnostics().problems  # the loss settled
+    # a run cut short is flagged, with the fix, and the flag travels with its answers
+    with pytest.warns(cw.ConvergenceWarning, match="SVI steps"):
+        short = scm.fit(df, method="svi", guide="lowrank", steps=40, draws=200, chains=1, seed=0)
+    assert not short.ok and "steps=" in short.diagnostics().problems[0]
+
+
+def test_svi_loss_trend_tells_a_settled_loss_from_a_falling_one():
+    from causal_wm.diagnostics import loss_trend, svi_problems
+
+    rng = np.random.default_rng(0)
+    steps = np.arange(4000)
+    noise = rng.normal(0.0, 20.0, steps.size)  # a noisy ELBO estimate (one particle)
+    settled = loss_trend(900.0 + 8000.0 * np.exp(-steps / 300.0) + noise)
+    assert settled["svi_recent_share"] < 0.02 and svi_problems(settled) == ()
+    # still falling slowly: 5% of the whole fall in the last quarter, far above the noise
+    falling = loss_trend(900.0 + 8000.0 * np.exp(-steps / 300.0) - 0.5 * (steps - 3000).clip(0) + noise)
+    assert falling["svi_recent_share"] > 0.02 and falling["svi_recent_z"] > 3
+    assert "still falling" in svi_problems(falling)[0]
+    # pure noise with no fall at all is not a trend
+    flat = loss_trend(1000.0 + noise)
+    assert svi_problems(flat) == ()
+    assert "too few" in svi_problems(loss_trend(np.linspace(100.0, 50.0, 40)))[0]

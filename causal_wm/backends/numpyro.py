@@ -337,9 +337,9 @@ def sample(plan, s):
     marginal = bool(plan.marginal) and s.marginalize
     model = make_model(plan, "marginal" if marginal else "plain")
     key = jax.random.PRNGKey(stream(s.seed, "fit") % (2**31))
-    rel_change = None
+    trend = None
     if s.method == "svi":
-        samples, stats, rel_change = _svi(model, key, s, exclude={*plan.scm.observed, sites.MARGINAL, "_ridge_prior"})
+        samples, stats, trend = _svi(model, key, s, exclude={*plan.scm.observed, sites.MARGINAL, "_ridge_prior"})
         samples = {k: v[None] for k, v in samples.items()}
     else:
         method = "parallel" if jax.local_device_count() >= s.chains else "sequential"
@@ -388,8 +388,8 @@ def sample(plan, s):
     # every fit traces a new model, so its compiled code is never reused; without this a process
     # that fits many models (a test run, a sensitivity sweep) keeps ~40 MB per fit mapped
     jax.clear_caches()
-    if rel_change is not None:
-        idata.attrs["elbo_rel_change"] = rel_change
+    if trend is not None:
+        idata.attrs.update(trend)
     return idata
 
 
@@ -499,6 +499,8 @@ def _svi(model, key, s, exclude):
     from numpyro.infer import SVI, Predictive, Trace_ELBO, autoguide
     from numpyro.optim import Adam
 
+    from causal_wm.diagnostics import loss_trend
+
     guide = {
         "lowrank": autoguide.AutoLowRankMultivariateNormal,
         "normal": autoguide.AutoNormal,
@@ -511,9 +513,6 @@ def _svi(model, key, s, exclude):
     draws = dict(guide.sample_posterior(k2, res.params, sample_shape=(n,)))
     derived = Predictive(model, posterior_samples=draws)(k3)  # deterministic sites
     draws.update({k: v for k, v in derived.items() if k not in exclude and k not in draws})
-    losses = np.asarray(res.losses)
-    w = max(1, len(losses) // 10)
-    last, before = losses[-w:].mean(), losses[-2 * w:-w].mean() if len(losses) >= 2 * w else losses[:w].mean()
-    rel = float(abs(last - before) / max(abs(before), 1e-12))
-    stats = {"elbo_loss": np.full((1, n), float(last))}
-    return draws, stats, rel
+    losses = np.asarray(res.losses, dtype=float)
+    stats = {"elbo_loss": np.full((1, n), float(losses[-max(1, len(losses) // 10):].mean()))}
+    return draws, stats, loss_trend(losses)
