@@ -67,10 +67,44 @@ def scales_attr(plan) -> str:
     )
 
 
+def in_original_units(plan, loglik: dict) -> dict:
+    """Pointwise log-likelihoods of the data as given (the densities of ``observed_data``).
+
+    The backends observe continuous nodes on their internal scale, z = (y - c) / s (lognormal:
+    (log y - c) / s), whose density differs from y's by the Jacobian: log p(y) = log p(z) - log s
+    (lognormal: also - log y). Without it ``az.loo`` and ``az.compare`` would rank models by how
+    each standardised its nodes, e.g. a normal node above a Poisson one on count data. Counts,
+    binary and categorical nodes are observed as they are. Missing (imputed) entries stay 0.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as NS
+    >>> import pandas as pd
+    >>> plan = NS(scm=NS(node=lambda n: NS(family="normal")), scales={"y": NS(scale=10.0)},
+    ...           frame=pd.DataFrame({"y": [1.0, np.nan]}))
+    >>> in_original_units(plan, {"y": np.zeros((1, 1, 2))})["y"].round(4).tolist()
+    [[[-2.3026, 0.0]]]
+    """
+    out = {}
+    for name, ll in loglik.items():
+        fam = plan.scm.node(name).family
+        if fam not in ("normal", "student_t", "lognormal"):
+            out[name] = ll
+            continue
+        y = plan.frame[name].to_numpy(dtype=float)
+        jac = np.full(y.shape, -np.log(plan.scales[name].scale))
+        if fam == "lognormal":
+            jac = jac - np.log(np.where(y > 0, y, 1.0))
+        out[name] = ll + np.where(np.isnan(y), 0.0, jac)
+    return out
+
+
 def build_idata(plan, samples: dict, stats: dict, loglik: dict | None, s) -> az.InferenceData:
-    """InferenceData with posterior, sample_stats, observed_data (original units) and log_likelihood."""
+    """InferenceData with posterior, sample_stats, observed_data (original units) and log_likelihood
+    (of the data in original units: :func:`in_original_units`)."""
     import causal_wm
 
+    loglik = in_original_units(plan, loglik) if loglik else loglik
     coords, dims = coords_dims(plan)
     observed = {}
     for name in plan.scm.observed:
