@@ -15,6 +15,10 @@ a family a poor description; the fit still runs and each finding is a
   negative binomial's dispersion by moments). A count that is often structurally zero is better
   modelled as a binary node for "any" and a count for "how many", or with a zero-inflated family.
 
+* **A constant parent**: an observed node that takes one value in every row cannot show what its
+  children do when it changes (its coefficients are confounded with their intercepts), so every
+  effect of intervening on it comes from the priors.
+
 Nodes with a latent parent are not checked (their parents' values are unknown before sampling);
 rows with imputed values are left out of the checks.
 """
@@ -48,6 +52,7 @@ def check_data(plan) -> list[str]:
     out: list[str] = []
     scm = plan.scm
     for name in scm.observed:
+        out.extend(_constant(plan, name))
         node = scm.node(name)
         if any(scm.node(p).latent for p in node.parents):
             continue
@@ -56,6 +61,20 @@ def check_data(plan) -> list[str]:
         elif node.family in ("poisson", "negative_binomial"):
             out.extend(_excess_zeros(plan, name))
     return out
+
+
+def _constant(plan, name) -> list[str]:
+    children = sorted(c for c in plan.scm.names if name in plan.scm.node(c).parents)
+    vals = plan.values[name]
+    seen = vals[~np.isnan(vals)]
+    if not children or plan.scm.node(name).family in ("bernoulli", "categorical") or len(seen) < 2 \
+            or np.ptp(seen) > 0:
+        return []
+    value = plan.frame[name].dropna().iloc[0]
+    value = value.item() if hasattr(value, "item") else value  # 3.0, not np.float64(3.0)
+    return [f"node {name!r} is constant ({value!r} in every row), so the data cannot show how its children "
+            f"{children} respond to it: their coefficients of {name!r} are set by their priors, and so is any "
+            f"effect of intervening on {name!r}. Use data in which {name!r} varies, or drop it as a parent."]
 
 
 def _design(plan, name) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:

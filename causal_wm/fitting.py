@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -125,8 +126,11 @@ def settings(backend="numpyro", **kw) -> FitSettings:
         raise QueryError(f"marginalize must be true or false, got {s.marginalize!r}.")
     if not isinstance(s.progress, bool):
         raise QueryError(f"progress must be true or false, got {s.progress!r}.")
-    if isinstance(s.learning_rate, bool) or not isinstance(s.learning_rate, (int, float)) or not s.learning_rate > 0:
-        raise QueryError(f"learning_rate must be a positive number, got {s.learning_rate!r}.")
+    if isinstance(s.learning_rate, bool) or not isinstance(s.learning_rate, (int, float)) \
+            or not 0 < s.learning_rate < math.inf:
+        raise QueryError(f"learning_rate must be a positive finite number, got {s.learning_rate!r}.")
+    if s.backend == "pymc" and s.method == "svi":
+        raise QueryError("the PyMC backend samples with NUTS only; use backend='numpyro' for method='svi'.")
     samplers = {"numpyro": ("default",), "pymc": ("default", "pymc", "nutpie", "numpyro", "blackjax")}[s.backend]
     if s.sampler not in samplers:
         raise QueryError(f"sampler {s.sampler!r} is not available with backend {s.backend!r}; choose one of "

@@ -67,6 +67,9 @@ def scales_attr(plan) -> str:
     )
 
 
+LOGLIK_NAMES = {"chain": "chain_node", "draw": "draw_node"}
+
+
 def in_original_units(plan, loglik: dict) -> dict:
     """Pointwise log-likelihoods of the data as given (the densities of ``observed_data``).
 
@@ -105,6 +108,9 @@ def build_idata(plan, samples: dict, stats: dict, loglik: dict | None, s) -> az.
     import causal_wm
 
     loglik = in_original_units(plan, loglik) if loglik else loglik
+    # ArviZ drops a variable named like one of its dimensions: an observed node "chain" keeps its
+    # terms as "chain_node"
+    loglik = {LOGLIK_NAMES.get(k, k): v for k, v in loglik.items()} if loglik else loglik
     coords, dims = coords_dims(plan)
     observed = {}
     for name in plan.scm.observed:

@@ -6,6 +6,7 @@ copy under ``causal_wm/_library/``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
@@ -118,14 +119,18 @@ def _check_tree(root, path, error) -> None:
 
 def resolve(name_or_path: str | Path, kind: str) -> Path:
     """Find a library entry by name (``"job_training"``) or return the given path."""
+    error = StudyError if kind == "studies" else ModelSpecError
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        hint = " A model written as a dict is read with SCM.from_dict." if isinstance(name_or_path, dict) else ""
+        raise error(f"expected the name of a {KINDS[kind]} in the library or the path of a YAML file, got "
+                    f"{type(name_or_path).__name__} {name_or_path!r}.{hint}")
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
+    if p.suffix in (".yaml", ".yml") or p.is_file():  # (a folder named like an entry is not one)
         return p
     cand = library_dir(kind) / f"{name_or_path}.yaml"
     if cand.is_file():
         return cand
     names = list_library(kind)
-    error = StudyError if kind == "studies" else ModelSpecError
     raise error(
         f"no {KINDS[kind]} called {str(name_or_path)!r} in the library and no such file."
         f"{suggest(str(name_or_path), names)} Available: {names}."

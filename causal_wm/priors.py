@@ -29,6 +29,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from causal_wm.errors import ModelSpecError, suggest
 
 # distribution name -> (parameter names, whether the support is positive)
@@ -95,7 +97,12 @@ class Prior:
         params = []
         for n in names:
             v = d[n]
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
+            if isinstance(v, str):  # YAML 1.1 reads 1e3 (no dot) as text
+                try:
+                    v = float(v)
+                except ValueError:
+                    pass
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
                 raise ModelSpecError(f"prior for {where}: {n} must be a number, got {v!r}.")
             try:
                 v = float(v)

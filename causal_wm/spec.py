@@ -21,6 +21,13 @@ from causal_wm.families import FAMILIES, Family, get_family
 from causal_wm.formula import NAME_RE, Formula, parse_formula
 from causal_wm.priors import DISTRIBUTIONS, POSITIVE_PARAMS, Prior, default_prior
 
+# Names a node cannot take: the units' dimension of every posterior and the words a formula reads
+# as constants. ArviZ's dimensions "chain" and "draw" may name observed nodes (a restaurant chain),
+# but not a latent node or a grouping factor, whose posterior values would be named after them.
+RESERVED_NAMES = {"unit": "the name of the units' dimension", "True": "a constant in formulas",
+                  "False": "a constant in formulas", "None": "a constant in formulas"}
+ARVIZ_DIMS = ("chain", "draw")
+
 NODE_KEYS = {"family", "formula", "latent", "priors", "levels", "description", "missing", "type", "range"}
 MODEL_KEYS = {"name", "description", "data", "nodes", "sources", "assumptions"}
 _POSITIVE_DISTS = sorted(d for d, (_, positive) in DISTRIBUTIONS.items() if positive)
@@ -92,13 +99,30 @@ class NodeSpec:
                 f"node name {self.name!r} is not allowed: use letters, digits and single "
                 "underscores, starting with a letter (e.g. 're78', 'min_wage')."
             )
+        if self.name in RESERVED_NAMES:
+            raise ModelSpecError(
+                f"node name {self.name!r} is reserved ({RESERVED_NAMES[self.name]}); rename the node and its "
+                f"data column, e.g. '{self.name.lower()}_id' or 'n_{self.name.lower()}'."
+            )
         fam = get_family(self.family)
+        if self.latent and self.name in ARVIZ_DIMS:
+            raise ModelSpecError(
+                f"latent node name {self.name!r} is reserved (ArviZ's dimension of {self.name}s, which names its "
+                f"posterior draws); rename it, e.g. '{self.name}_factor'."
+            )
         if self.latent and fam.name != "normal":
             raise ModelSpecError(
                 f"node {self.name!r}: latent nodes must have family 'normal' (a standardised "
                 f"unobserved factor), got {self.family!r}."
             )
         object.__setattr__(self, "parsed", parse_formula(self.name, self.formula))
+        for g in self.parsed.groups:
+            if g.group in ARVIZ_DIMS:
+                raise ModelSpecError(
+                    f"node {self.name!r}: {g.group!r} cannot group effects ({g.label}): its group-level values "
+                    f"would be indexed by a dimension named like ArviZ's {g.group!r}; rename the node and its "
+                    f"data column, e.g. '{g.group}_id'."
+                )
         if fam.name == "categorical" and self.parsed.groups:
             raise ModelSpecError(
                 f"node {self.name!r}: group terms on categorical nodes are not supported; "
@@ -112,7 +136,7 @@ class NodeSpec:
                     f"node {self.name!r}: prior for unknown parameter {key!r}; a {fam.name} node "
                     f"has {sorted(allowed)}.{suggest(base, allowed)}"
                 )
-            if "[" in key and not key.endswith("]"):
+            if "[" in key and not (key.endswith("]") and key.count("[") == 1 and key.count("]") == 1):
                 raise ModelSpecError(
                     f"node {self.name!r}: prior key {key!r} is malformed; write '{base}[term]', "
                     "e.g. 'b[treat]' or 'sd[1|region]'."
@@ -175,7 +199,7 @@ class NodeSpec:
                 f"node {self.name!r} is latent, so it has no data column: remove 'missing', 'type' and 'range'."
             )
         if self.type is not None:
-            if self.type not in TYPE_FAMILIES:
+            if not isinstance(self.type, str) or self.type not in TYPE_FAMILIES:
                 raise ModelSpecError(
                     f"node {self.name!r}: 'type' must be one of {sorted(TYPE_FAMILIES)}, got {self.type!r}."
                     f"{suggest(str(self.type), TYPE_FAMILIES)}"

@@ -280,3 +280,11 @@ def test_counts_without_extra_zeros_do_not_warn(family, no_sampling):
     for seed in range(10):
         scm, df = _counts(family, 600, seed, 0.0)
         assert check_data(make_plan(scm, df)) == [], seed
+
+
+def test_a_constant_parent_warns_before_sampling(no_sampling):
+    df = pd.DataFrame({"x": np.full(50, 3.0), "y": np.arange(50.0)})
+    scm = cw.SCM.from_dict({"name": "const", "nodes": {"x": {}, "y": {"formula": "x"}}})
+    with pytest.warns(cw.DataWarning, match=r"'x' is constant \(3.0 in every row\).*\['y'\]"), \
+            pytest.raises(Reached):
+        scm.fit(df)

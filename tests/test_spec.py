@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,8 @@ import pytest
 import yaml
 
 import causal_wm as cw
+from causal_wm import SCM
+from causal_wm.errors import ModelSpecError
 from causal_wm.formula import parse_formula
 from causal_wm.priors import Prior
 
@@ -236,3 +239,30 @@ def test_every_library_model_loads_and_round_trips():
         scm = cw.load_model(name)
         assert cw.SCM.from_dict(scm.to_dict()).nodes == scm.nodes, name
         assert scm.description, f"model {name!r} needs a description"
+
+
+@pytest.mark.parametrize(("nodes", "culprit"), [
+    ({"unit": {}}, "'unit' is reserved"),
+    ({"True": {}, "y": {"formula": "True"}}, "'True' is reserved"),
+    ({"chain": {"latent": True}, "y": {"formula": "chain"}}, "latent node name 'chain' is reserved"),
+    ({"draw": {}, "y": {"formula": "(1 | draw)"}}, "'draw' cannot group effects"),
+    ({"x": {}, "y": {"formula": "x", "priors": {"b[x]]": {"dist": "normal", "loc": 5, "scale": 0.1}}}},
+     "prior key 'b[x]]' is malformed"),
+    ({"x": {"type": ["count"]}}, "'type' must be one of"),
+])
+def test_names_and_keys_that_would_break_later_are_refused_at_load(nodes, culprit):
+    with pytest.raises(ModelSpecError, match=re.escape(culprit)):
+        SCM.from_dict({"name": "m", "nodes": nodes})
+
+
+def test_an_observed_node_may_be_named_chain_and_priors_may_be_written_1e3():
+    scm = SCM.from_dict({"name": "m", "nodes": {
+        "chain": {"family": "categorical"},
+        "y": {"formula": "chain", "priors": {"sigma": {"dist": "halfnormal", "scale": "1e3"}}}}})
+    assert scm.node("y").prior("sigma").params == (("scale", 1000.0),)
+
+
+def test_load_model_says_what_it_takes():
+    for bad in (None, {"name": "m"}):
+        with pytest.raises(ModelSpecError, match="name of a model in the library or the path"):
+            cw.load_model(bad)
