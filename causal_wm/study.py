@@ -408,6 +408,7 @@ class Study:
             "study_sha256": hashlib.sha256(self._text()).hexdigest(),
             "data_sha256": data_sha256(df),
             "seed": seed, "settings": dataclasses.asdict(post.settings),
+            "chain_method": post.idata.attrs.get("chain_method"),  # parallel or sequential: part of the numbers
             "versions": _versions(), "causal_wm": causal_wm.__version__, "git": _git_sha(),
             "timings_s": {"fit": round(t_fit, 3), "total": round(t_total, 3)},
             "command": self._command(post.settings, seed),

@@ -53,6 +53,8 @@ def test_results_folder_contents(flagship):
     idata = az.from_netcdf(folder / "posterior.nc")
     assert {"posterior", "sample_stats", "observed_data", "log_likelihood"} <= set(idata.groups())
     assert idata.posterior["re78__b"].dims == ("chain", "draw", "re78__term")
+    # how the chains ran is part of what the seed's numbers depend on: recorded with them
+    assert man["chain_method"] in ("parallel", "sequential") and man["chain_method"] == idata.attrs["chain_method"]
 
 
 def test_same_study_same_seed_identical_summary(flagship, tmp_path):

@@ -343,6 +343,14 @@ def sample(plan, s):
         samples = {k: v[None] for k, v in samples.items()}
     else:
         method = "parallel" if jax.local_device_count() >= s.chains else "sequential"
+        if method == "sequential" and s.chains > 1:
+            # XLA compiles the two ways differently, so a seed's draws differ between them: say so
+            log.warning("%d chains ran one after another: JAX has %d host devices (it was started before "
+                        "causal_wm set its count, or there are more chains than %d), so this seed's draws "
+                        "differ from a run with the chains in parallel. Import causal_wm before jax, or set "
+                        "XLA_FLAGS=--xla_force_host_platform_device_count=%d.", s.chains,
+                        jax.local_device_count(), jax.local_device_count(), s.chains)
+        chain_method = method
         mcmc = MCMC(
             NUTS(model, target_accept_prob=s.target_accept, dense_mass=s.dense_mass),
             num_warmup=s.warmup,
@@ -390,6 +398,8 @@ def sample(plan, s):
     jax.clear_caches()
     if trend is not None:
         idata.attrs.update(trend)
+    if s.method != "svi":
+        idata.attrs["chain_method"] = chain_method  # part of what a seed's numbers depend on
     return idata
 
 
