@@ -123,6 +123,11 @@ class NodeSpec:
                     f"would be indexed by a dimension named like ArviZ's {g.group!r}; rename the node and its "
                     f"data column, e.g. '{g.group}_id'."
                 )
+        if fam.name == "categorical" and self.formula and not self.parsed.intercept:
+            raise ModelSpecError(
+                f"node {self.name!r}: a categorical node always has one intercept per level (against the "
+                f"first); its formula cannot remove it ('0 +' or '- 1'): write {self.formula!r} without it."
+            )
         if fam.name == "categorical" and self.parsed.groups:
             raise ModelSpecError(
                 f"node {self.name!r}: group terms on categorical nodes are not supported; "
@@ -659,6 +664,9 @@ class SCMBuilder:
 
     def node(self, name: str, family: str = "normal", formula: str | None = None, **options) -> SCMBuilder:
         """Add node ``name`` with ``family`` and ``formula`` (and any model-file node keys)."""
+        if name in self._nodes:
+            raise ModelSpecError(f"node {name!r} was added twice; give each node once (change it by building "
+                                 "again, or edit the dict of SCM.to_dict() and use SCM.from_dict).")
         self._nodes[name] = {"family": family, "formula": formula, **options}
         return self
 

@@ -266,3 +266,11 @@ def test_load_model_says_what_it_takes():
     for bad in (None, {"name": "m"}):
         with pytest.raises(ModelSpecError, match="name of a model in the library or the path"):
             cw.load_model(bad)
+
+
+def test_builder_refuses_a_node_twice_and_categorical_without_intercepts():
+    b = cw.SCMBuilder("toy").node("x")
+    with pytest.raises(ModelSpecError, match="added twice"):
+        b.node("x", formula="")
+    with pytest.raises(ModelSpecError, match="one intercept per level"):
+        SCM.from_dict({"name": "m", "nodes": {"x": {}, "g": {"family": "categorical", "formula": "0 + x"}}})
