@@ -12,6 +12,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Fit structural causal models and answer causal questions with uncertainty.")
 
 
+def _version(value: bool) -> None:
+    if value:
+        import causal_wm
+
+        typer.echo(f"causal-wm {causal_wm.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Fit structural causal models and answer causal questions with uncertainty."""
+
+
 def _bars(quiet: bool) -> bool:
     """Whether to show the samplers' progress bars: not with --quiet, and only on a terminal. Parallel
     chains redraw one bar each with cursor movements, which turn into interleaved lines in a log file."""

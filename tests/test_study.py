@@ -361,3 +361,10 @@ def test_cli_query_on_a_damaged_folder_is_a_clear_error(flagship, tmp_path):
     (folder / "manifest.json").write_text("{broken")
     r = CliRunner().invoke(app, ["query", str(folder), "--outcome", "re78", "--do", "treat=1"])
     assert r.exit_code == 2 and "manifest.json could not be read" in r.output
+
+
+def test_cli_version():
+    import causal_wm
+
+    r = CliRunner().invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.output.strip() == f"causal-wm {causal_wm.__version__}"
