@@ -464,9 +464,10 @@ def _counterfactual(res: Mapping, spec: Mapping) -> dict:
     changed = rows[~rows["node"].isin(list(do))]
     nodes = []
     for node, g in changed.groupby("node", sort=False):
-        nodes.append({"node": node, "factual": number(g["factual"].mean()),
-                      "counterfactual": number(g["estimate"].mean()),
-                      "change": number((g["estimate"] - g["factual"]).mean())})
+        seen = g[g["factual"].notna()] if g["factual"].notna().any() else g  # imputed values are not data:
+        nodes.append({"node": node, "factual": number(g["factual"].mean()),  # all three over the same units
+                      "counterfactual": number(seen["estimate"].mean()),
+                      "change": number((seen["estimate"] - seen["factual"]).mean())})
     n = res.get("n_units", rows["unit"].nunique())
     where = selection(spec.get("units"))
     sentence = (f"For each of the {n:,} {'units with ' + where if where else 'units of the data'}, "

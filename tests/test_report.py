@@ -311,3 +311,14 @@ def test_render_report_can_leave_the_announcement_to_its_caller(copy, caplog):
         render_report(copy, announce=False)  # what a study run does in its temporary folder
     assert [r.getMessage() for r in caplog.records if "report written" in r.getMessage()] == [
         f"report written to {copy / 'report.html'}"]
+
+
+def test_counterfactual_means_are_over_the_units_with_a_factual_value():
+    """An imputed factual is not data: the factual, counterfactual and change means all leave it out."""
+    from causal_wm.reporting import _counterfactual
+
+    rows = [{"unit": 0, "node": "y", "factual": 1.0, "estimate": 2.0, "lower": 1.5, "upper": 2.5},
+            {"unit": 1, "node": "y", "factual": None, "estimate": 100.0, "lower": 90.0, "upper": 110.0}]
+    out = _counterfactual({"rows": rows, "do": {"t": 1}, "n_units": 2}, {"do": {"t": 1}})
+    (row,) = [r for r in out["nodes"] if r["node"] == "y"]
+    assert (row["factual"], row["counterfactual"], row["change"]) == ("1", "2", "1")  # (formatted numbers)
