@@ -181,21 +181,31 @@ def _iv_method(post, treatment, outcome, df, ident, prob, seed):
     z = ident.instruments[0]
     controls = _iv_controls(post.scm, treatment, outcome, ident)
     g = nx.DiGraph([(z, treatment), (treatment, outcome), ("U_iv", treatment), ("U_iv", outcome)])
-    with _quiet():
-        estimand = CausalModel(data=_residualise(df, [z, treatment, outcome], controls), treatment=treatment,
-                               outcome=outcome, graph=g).identify_effect(proceed_when_unidentifiable=False)
+    m = "iv.instrumental_variable"
+
+    def data(d):
+        # without controls the columns go in as they are: DoWhy's Wald estimator for a binary
+        # instrument compares z == 1 with z == 0, which a centred instrument no longer has
+        return _residualise(d, [z, treatment, outcome], controls) if controls else d[[z, treatment, outcome]]
 
     def fn(d):
-        r = _residualise(d, [z, treatment, outcome], controls)
         with _quiet():
-            mod = CausalModel(data=r, treatment=treatment, outcome=outcome, graph=g)
-            return mod.estimate_effect(estimand, method_name="iv.instrumental_variable",
-                                       method_params={"iv_instrument_name": z}).value
+            mod = CausalModel(data=data(d), treatment=treatment, outcome=outcome, graph=g)
+            return mod.estimate_effect(estimand, method_name=m, method_params={"iv_instrument_name": z}).value
 
-    value = float(fn(df))
-    lo, hi = _bootstrap(fn, df, prob, seed)
     note = f"2SLS, instrument {z}" + (f", controls {', '.join(controls)}" if controls else "")
-    return [{"method": "iv.instrumental_variable", "estimate": value, "lower": lo, "upper": hi,
+    try:
+        with _quiet():
+            estimand = CausalModel(data=data(df), treatment=treatment, outcome=outcome,
+                                   graph=g).identify_effect(proceed_when_unidentifiable=False)
+        value = float(fn(df))
+        if not np.isfinite(value):
+            raise ValueError("the estimate is not finite (the instrument does not move the treatment?)")
+        lo, hi = _bootstrap(fn, df, prob, seed)
+    except Exception as exc:  # DoWhy's own failures are reported in the row, not raised
+        return [{"method": m, "estimate": np.nan, "lower": np.nan, "upper": np.nan, "interval": "",
+                 "note": f"{note}; failed: {exc}"}]
+    return [{"method": m, "estimate": value, "lower": lo, "upper": hi,
              "interval": f"bootstrap ({N_BOOT}, seed {seed})", "note": note}]
 
 
@@ -308,22 +318,37 @@ def refute(post, outcome: str, treatment: str, num_simulations: int = 20, seed: 
 
     seed = post.seed if seed is None else int(seed)
     df = _frame(post)
+    refuters = {
+        "placebo_treatment_refuter": {"placebo_type": "permute"},
+        "random_common_cause": {},
+        "data_subset_refuter": {"subset_fraction": 0.8},
+    }
+    cols = ["refuter", "estimate", "new_effect", "p_value", "passed", "note"]
+    try:
+        kind = post.scm.identify(treatment, outcome).kind
+    except NotIdentifiable:
+        kind = "none"
+    if kind != "backdoor":  # the refuters perturb a back-door regression, which this graph does not license
+        why = f"not run: the effect is identified by {kind}, and the refuters test a back-door regression" \
+            if kind != "none" else "not run: the graph does not identify the effect"
+        return pd.DataFrame([{"refuter": n, "estimate": np.nan, "new_effect": np.nan, "p_value": None,
+                              "passed": None, "note": why} for n in refuters], columns=cols)
     graph = _dowhy_graph(post.scm)
     with _quiet():
         model = CausalModel(data=df, treatment=treatment, outcome=outcome, graph=graph)
         estimand = model.identify_effect(proceed_when_unidentifiable=True)
         est = model.estimate_effect(estimand, method_name="backdoor.linear_regression", treatment_value=1,
                                     control_value=0)
-    refuters = {
-        "placebo_treatment_refuter": {"placebo_type": "permute"},
-        "random_common_cause": {},
-        "data_subset_refuter": {"subset_fraction": 0.8},
-    }
     rows = []
     for name, kw in refuters.items():
-        with _quiet():
-            r = model.refute_estimate(estimand, est, method_name=name, num_simulations=num_simulations,
-                                      random_seed=seed, **kw)
+        try:
+            with _quiet():
+                r = model.refute_estimate(estimand, est, method_name=name, num_simulations=num_simulations,
+                                          random_seed=seed, **kw)
+        except Exception as exc:  # DoWhy's own failures are reported in the row, not raised
+            rows.append({"refuter": name, "estimate": np.nan, "new_effect": np.nan, "p_value": None,
+                         "passed": None, "note": f"failed to run: {exc}"})
+            continue
         p = (getattr(r, "refutation_result", None) or {}).get("p_value")
         p = None if p is None else float(p)
         e, new = float(r.estimated_effect), float(np.ravel(r.new_effect)[0])
@@ -331,8 +356,9 @@ def refute(post, outcome: str, treatment: str, num_simulations: int = 20, seed: 
             passed = abs(new) <= 0.1 * abs(e)
         else:
             passed = p >= alpha if p is not None else abs(new - e) <= 0.1 * abs(e)
-        rows.append({"refuter": name, "estimate": e, "new_effect": new, "p_value": p, "passed": bool(passed)})
-    out = pd.DataFrame(rows)
+        rows.append({"refuter": name, "estimate": e, "new_effect": new, "p_value": p, "passed": bool(passed),
+                     "note": ""})
+    out = pd.DataFrame(rows, columns=cols)
     out.attrs["note"] = _complete_case_note(df)
     return out
 
@@ -348,10 +374,13 @@ class CheckResult:
 
     def table(self) -> pd.DataFrame:
         """Both tables stacked: check (triangulation/refutation), name, estimate, interval, verdict."""
-        t = self.triangulation.assign(check="triangulation", name=self.triangulation.method,
-                                      verdict=self.triangulation.overlaps_bayes.map({True: "overlaps", False: "apart"}))
+        tri = self.triangulation
+        ran = np.isfinite(tri.estimate.to_numpy(dtype=float))  # an estimator that failed is not "apart"
+        t = tri.assign(check="triangulation", name=tri.method,
+                       verdict=np.where(ran, tri.overlaps_bayes.map({True: "overlaps", False: "apart"}), "failed"))
         r = self.refutations.assign(check="refutation", name=self.refutations.refuter, lower=np.nan, upper=np.nan,
-                                    verdict=self.refutations.passed.map({True: "passed", False: "failed"}))
+                                    verdict=self.refutations.passed.map({True: "passed", False: "failed"})
+                                    .fillna("not run"))
         cols = ["check", "name", "estimate", "lower", "upper", "verdict"]
         return pd.concat([t[cols], r.assign(estimate=r.new_effect)[cols]], ignore_index=True)
 

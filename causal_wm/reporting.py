@@ -585,14 +585,18 @@ def _triangulate_view(r: Mapping) -> dict:
 
 def _refute_view(r: Mapping) -> dict:
     rows = r.get("rows") or []
-    passed = sum(bool(x.get("passed")) for x in rows)
-    sentence = (f"{passed} of {len(rows)} refutation{'s' if len(rows) != 1 else ''} passed "
+    passed = sum(x.get("passed") is True for x in rows)
+    ran = [x for x in rows if x.get("passed") is not None]  # (a refuter that did not run says why in its note)
+    sentence = (f"{passed} of {len(ran)} refutation{'s' if len(ran) != 1 else ''} passed "
                 f"({r.get('num_simulations', '?')} simulations each, on the back-door linear-regression estimate): "
                 "a placebo treatment should have no effect, and an added random common cause or a random 80% "
                 "subset of the data should leave the estimate where it was.")
+    if len(ran) < len(rows):
+        sentence += f" {len(rows) - len(ran)} did not run: {next(x.get('note') for x in rows if x not in ran)}."
+    verdict = {True: "passed", False: "failed", None: "not run"}
     table = [{"cells": [x.get("refuter", "").replace("_", " "), number(x.get("estimate")), number(x.get("new_effect")),
-                        _p(x.get("p_value")), "passed" if x.get("passed") else "failed"],
-              "flag": not x.get("passed")} for x in rows]
+                        _p(x.get("p_value")), verdict[x.get("passed")]],
+              "flag": x.get("passed") is False} for x in rows]
     return {"sentence": sentence, "columns": ["refuter", "estimate", "after refutation", "p-value", "verdict"],
             "rows": table, "note": r.get("note") or ""}
 

@@ -113,6 +113,40 @@ def test_card_2sls_matches_published(card):
     assert row.lower < CARD_2SLS < row.upper
 
 
+def _binary_iv(n=3000, seed=0):
+    rng = np.random.default_rng(seed)
+    z = rng.integers(0, 2, n)
+    u = rng.normal(size=n)
+    t = 1.5 * z + u + rng.normal(size=n)
+    y = t + 2.0 * u + rng.normal(size=n)
+    scm = cw.SCM.from_dict({"name": "biv", "nodes": {
+        "z": {"family": "bernoulli"}, "U": {"latent": True}, "t": {"formula": "z + U"}, "y": {"formula": "t + U"}}})
+    return scm, pd.DataFrame({"z": z, "t": t, "y": y})
+
+
+def test_a_binary_instrument_without_controls_gives_the_wald_estimate():
+    """Before, the instrument was centred even without controls, and DoWhy's Wald estimator (z == 1 vs
+    z == 0) found no units: a NaN row, called 'apart'."""
+    scm, df = _binary_iv()
+    row = classical(scm, df, "y", "t").iloc[0]
+    wald = (df.y[df.z == 1].mean() - df.y[df.z == 0].mean()) / (df.t[df.z == 1].mean() - df.t[df.z == 0].mean())
+    assert row.method == "iv.instrumental_variable" and abs(row.estimate - wald) < 1e-9
+    assert row.lower < 1.0 < row.upper  # the truth
+
+
+def test_refutations_that_need_a_backdoor_estimate_say_they_did_not_run():
+    from causal_wm.checks import CheckResult
+
+    scm, df = _binary_iv()
+    tab = refute(SimpleNamespace(scm=scm, plan=SimpleNamespace(frame=df), seed=0), "y", "t", num_simulations=2)
+    assert len(tab) == 3 and tab["passed"].isna().all()
+    assert all("identified by iv" in n for n in tab["note"])
+    tri = pd.DataFrame({"method": ["bayes (causal_wm)", "iv.instrumental_variable"], "estimate": [1.0, np.nan],
+                        "lower": [0.9, np.nan], "upper": [1.1, np.nan], "overlaps_bayes": [True, False]})
+    verdicts = CheckResult("t", "y", tri, tab).table()["verdict"].tolist()
+    assert verdicts == ["overlaps", "failed", "not run", "not run", "not run"]
+
+
 # ------------------------------------------------------------------ NHEFS (What If ch. 13)
 @pytest.fixture(scope="module")
 def nhefs():
