@@ -104,16 +104,27 @@ def _identification_warning(scm, treatment, outcome) -> list[str]:
     from causal_wm.errors import IdentificationWarning, NotIdentifiable
     from causal_wm.identify import identify
 
-    if not scm.latent or scm.node(outcome).latent or any(scm.node(t).latent for t in treatment):
+    if not scm.latent:
         return []
-    try:
-        identify(scm, sorted(treatment), outcome)
-    except NotIdentifiable as exc:
-        msg = (f"the effect of {sorted(treatment)} on {outcome!r} is not identified by the graph ({exc}); "
-               "the answer rests on the model's parametric assumptions alone.")
-        _w.warn(msg, IdentificationWarning, stacklevel=4)
-        return [msg]
-    return []
+    hidden = sorted(t for t in treatment if scm.node(t).latent)
+    if hidden or scm.node(outcome).latent:
+        # an unobserved variable has no scale or sign of its own in the data: the model gives it one
+        msg = (f"the effect {'of latent ' + str(hidden) if hidden else 'on the latent node ' + repr(outcome)} is "
+               "not identified by the data: a latent node's scale and sign are set by the model (a standard "
+               "normal factor), so the answer rests on the model's parametric assumptions alone.")
+    else:
+        try:
+            ident = identify(scm, sorted(treatment), outcome)
+        except NotIdentifiable as exc:
+            ident, why = None, str(exc)
+        if ident is not None and ident.is_identified:
+            return []
+        if ident is not None:  # e.g. an instrument: identified only with further (parametric) assumptions
+            why = f"only by {ident.kind} ({ident.estimand}), which needs: {'; '.join(ident.assumptions)}"
+        msg = (f"the effect of {sorted(treatment)} on {outcome!r} is not identified by the graph "
+               f"nonparametrically ({why}); the answer rests on the model's parametric assumptions.")
+    _w.warn(msg, IdentificationWarning, stacklevel=4)
+    return [msg]
 
 
 def _result(post, outcome, do, vs, under_do, under_vs, n_units, desc, seed, warnings) -> EffectResult:

@@ -167,3 +167,22 @@ def test_an_overflowing_counterfactual_or_simulation_is_refused_like_an_effect(f
         post.simulate(do={"z": 1e4}, n=50)
     with pytest.raises(QueryError, match=r"simulate: 'lx' .*not finite"):  # below a lognormal's support
         post.simulate(do={"lx": cw.shift(-1e6)}, n=50)
+
+
+def test_effects_identified_only_by_an_instrument_or_of_a_latent_node_warn():
+    rng = np.random.default_rng(6)
+    n = 100
+    df = pd.DataFrame({"z": rng.integers(0, 2, n), "t": rng.normal(0, 1, n), "y": rng.normal(0, 1, n)})
+    post = _post({"name": "iv", "nodes": {"z": {"family": "bernoulli"}, "U": {"latent": True},
+                                          "t": {"formula": "z + U"}, "y": {"formula": "t + U"}}}, df)
+    with pytest.warns(cw.IdentificationWarning, match=r"only by iv .*parametric"):
+        eff = post.effect("y", do={"t": cw.shift(1.0)})
+    assert any("not identified" in w for w in eff.warnings)
+    with pytest.warns(cw.IdentificationWarning, match=r"of latent \['U'\] is not identified by the data"):
+        post.effect("y", do={"U": 1.0}, vs={"U": 0.0})
+    # a back-door effect in the same model does not warn
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", cw.IdentificationWarning)
+        assert not any("identified" in w for w in post.effect("t", do={"z": 1}, vs={"z": 0}).warnings)
