@@ -171,8 +171,16 @@ def _stack(frames, names, column) -> pd.DataFrame:
     if not isinstance(names, list) or not names:
         raise DataError("data.stack must list source names, e.g. [nsw, cps].")
     for n in names:
-        if n not in frames:
+        if not isinstance(n, str) or n not in frames:
             raise DataError(f"data.stack names {n!r}, which is not a source.{suggest(str(n), frames)}")
+    if len(set(names)) < len(names):
+        raise DataError(f"data.stack lists a source twice ({names}); its rows would be stacked twice. List each once.")
+    if not isinstance(column, str):
+        raise DataError(f"data.source_column must be a column name, got {column!r}.")
+    clash = [n for n in names if column in frames[n].columns]
+    if clash:
+        raise DataError(f"data.stack: source {clash[0]!r} already has a column {column!r}, which stacking would "
+                        "overwrite with the source's name; set source_column: to another name.")
     cols = [set(frames[n].columns) for n in names]
     common = set.intersection(*cols)
     dropped = sorted(set.union(*cols) - common)
@@ -189,11 +197,21 @@ def _join(frames, spec) -> tuple[pd.DataFrame, dict]:
     left, right = frames.get(spec["left"]), frames.get(spec["right"])
     if left is None or right is None:
         raise DataError(f"data.join names an unknown source; sources are {sorted(frames)}.")
-    on = [spec["on"]] if isinstance(spec["on"], str) else list(spec["on"])
+    on = [spec["on"]] if isinstance(spec["on"], str) else spec["on"]
+    if not isinstance(on, list) or not on or not all(isinstance(k, str) for k in on):
+        raise DataError(f"data.join: on must be a key column or a list of them, got {spec['on']!r}.")
     for side, f in (("left", left), ("right", right)):
         missing = [k for k in on if k not in f.columns]
         if missing:
             raise DataError(f"data.join: key {missing[0]!r} is not a column of the {side} source.")
+        na = f[on].isna().any(axis=1)
+        if na.any():  # pandas would match missing keys to each other
+            raise DataError(f"data.join: {int(na.sum())} rows of the {side} source ({spec[side]!r}) have a missing "
+                            f"key {on}; a missing key matches nothing. Filter them out of that source first.")
+    both = sorted((set(left.columns) & set(right.columns)) - set(on))
+    if both:
+        raise DataError(f"data.join: columns {both[:8]} are in both {spec['left']!r} and {spec['right']!r} (besides "
+                        "the key); keep them in one source only (its columns: list).")
     dup = right.duplicated(on, keep=False)
     if dup.any():
         raise DataError(f"data.join: the key {on} is not unique in {spec['right']!r} ({int(dup.sum())} rows share "
@@ -201,7 +219,10 @@ def _join(frames, spec) -> tuple[pd.DataFrame, dict]:
     how = spec.get("how", "inner")
     if how not in ("inner", "left"):
         raise DataError(f"data.join: how must be 'inner' or 'left', got {how!r}.")
-    merged = left.merge(right, on=on, how="left", indicator=True)
+    try:
+        merged = left.merge(right, on=on, how="left", indicator=True)
+    except (TypeError, ValueError) as exc:  # e.g. keys of different types in the two sources
+        raise DataError(f"data.join on {on}: {exc}; give the key the same type in both sources.") from None
     unmatched = int((merged["_merge"] == "left_only").sum())
     if how == "inner":
         merged = merged[merged["_merge"] == "both"]
@@ -212,36 +233,59 @@ def _filter(frame, f) -> pd.DataFrame:
     if not isinstance(f, Mapping) or not {"column", "op", "value"} <= set(f):
         raise DataError(f"data.filter entry {f!r}: expected {{column: c, op: '>=', value: v}}.")
     col, op, val = f["column"], f["op"], f["value"]
-    if col not in frame.columns:
+    if not isinstance(col, str) or col not in frame.columns:
         raise DataError(f"data.filter: no column {col!r}.{suggest(str(col), frame.columns)}")
     if op in ("in", "notin"):
         mask = frame[col].isin(val if isinstance(val, list) else [val])
         return frame[mask if op == "in" else ~mask]
-    if op not in FILTER_OPS:
+    if not isinstance(op, str) or op not in FILTER_OPS:
         raise DataError(f"data.filter: op {op!r} is not one of {sorted(FILTER_OPS) + ['in', 'notin']}.")
-    return frame[FILTER_OPS[op](frame[col], val).fillna(False).to_numpy(dtype=bool)]
+    if isinstance(val, (list, dict)):
+        raise DataError(f"data.filter on {col!r}: op {op!r} compares with one value, got {val!r}; for several "
+                        "values use op: in.")
+    try:
+        return frame[FILTER_OPS[op](frame[col], val).fillna(False).to_numpy(dtype=bool)]
+    except TypeError as exc:
+        raise DataError(f"data.filter on {col!r}: cannot compare its values with {val!r} ({exc}); give a value of "
+                        "the column's type.") from None
 
 
 def _derive(frame, d) -> pd.DataFrame:
     if not isinstance(d, Mapping) or not {"name", "op", "of"} <= set(d):
         raise DataError(f"data.derive entry {d!r}: expected {{name: new, op: square, of: column}}.")
     name, op, of = d["name"], d["op"], d["of"]
-    args = [of] if isinstance(of, str) else list(of)
+    if not isinstance(name, str) or not isinstance(op, str):
+        raise DataError(f"data.derive entry {d!r}: name and op must be text, e.g. {{name: age2, op: square, of: age}}.")
+    args = [of] if isinstance(of, str) else of
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise DataError(f"data.derive {name!r}: of must be a column or a list of columns, got {of!r}.")
     for a in args:
         if a not in frame.columns:
             raise DataError(f"data.derive {name!r}: no column {a!r}.{suggest(str(a), frame.columns)}")
+    missing = frame[args].isna().any(axis=1).to_numpy()  # missing in, missing out (for the missing: policy)
+
+    def numbers(a):
+        try:
+            return frame[a].to_numpy(dtype=float, na_value=np.nan)
+        except (TypeError, ValueError):
+            raise DataError(f"data.derive {name!r}: {op} needs numbers, and column {a!r} holds "
+                            f"{frame[a].dropna().iloc[:3].tolist()}.") from None
+
     if op in UNARY and len(args) == 1:
         with np.errstate(all="ignore"):
-            values = UNARY[op](frame[args[0]].to_numpy(dtype=float))
+            values = UNARY[op](numbers(args[0]))
     elif op in BINARY and len(args) == 2:
         with np.errstate(all="ignore"):
-            values = BINARY[op](frame[args[0]].to_numpy(dtype=float), frame[args[1]].to_numpy(dtype=float))
+            values = BINARY[op](numbers(args[0]), numbers(args[1]))
     elif op == "equals" and len(args) == 1 and "value" in d:
-        values = (frame[args[0]] == d["value"]).astype(int).to_numpy()
+        values = np.where(missing, np.nan, (frame[args[0]] == d["value"]).to_numpy(dtype=float))
     else:
         raise DataError(f"data.derive {name!r}: op {op!r} with {len(args)} column(s) is not supported; use one of "
                         f"{sorted(UNARY)} (one column), {sorted(BINARY)} (two) or equals (one, with value).")
-    if np.issubdtype(np.asarray(values).dtype, np.floating) and not np.all(np.isfinite(values)):
-        bad = int((~np.isfinite(values)).sum())
-        raise DataError(f"data.derive {name!r}: {op} gives {bad} non-finite values (e.g. log of 0); filter first.")
+    new_bad = ~np.isfinite(values) & ~missing
+    if new_bad.any():
+        raise DataError(f"data.derive {name!r}: {op} gives {int(new_bad.sum())} non-finite values from finite "
+                        "ones (e.g. log of 0); filter those rows first.")
+    if op == "equals" and not missing.any():
+        values = values.astype(int)
     return frame.assign(**{name: values})

@@ -81,3 +81,44 @@ def test_a_study_data_block_is_checked_at_load(tmp_path):
                                      "queries:\n  - {name: q, kind: simulate}\n")
     with pytest.raises(cw.StudyError, match=r"unknown key 'fliter'.*Did you mean 'filter'\? \[.*s\.yaml, line 3\]"):
         cw.Study.load(tmp_path / "s.yaml")
+
+
+@pytest.fixture
+def two(tmp_path):
+    pd.DataFrame({"id": [1.0, 2.0, 3.0, None], "x": [1.0, None, 3.0, 4.0], "s": ["a", "b", "c", "d"]}).to_csv(
+        tmp_path / "a.csv", index=False)
+    pd.DataFrame({"id": [1.0, 2.0, None], "r": [10.0, 20.0, 30.0]}).to_csv(tmp_path / "b.csv", index=False)
+    pd.DataFrame({"id": [1.0, 2.0], "x": [0.0, 0.0]}).to_csv(tmp_path / "c.csv", index=False)
+    return tmp_path, {"a": {"path": "a.csv"}, "b": {"path": "b.csv"}}
+
+
+@pytest.mark.parametrize(("extra", "match"), [
+    ({"join": {"left": "a", "right": "b", "on": "id"}}, r"have a missing key \['id'\]"),  # NaN keys never match
+    ({"join": {"left": "a", "right": "b", "on": ["id", ["x"]]}}, "on must be a key column"),
+    ({"stack": ["a", "a"]}, "lists a source twice"),
+    ({"stack": ["a"], "source_column": "s"}, "already has a column 's'"),
+    ({"stack": ["a"], "filter": [{"column": "s", "op": ">=", "value": 3}]}, "cannot compare its values with 3"),
+    ({"stack": ["a"], "filter": [{"column": "x", "op": ">=", "value": [1, 2]}]}, "for several values use op: in"),
+    ({"stack": ["a"], "derive": [{"name": "s2", "op": "square", "of": "s"}]}, "needs numbers, and column 's'"),
+    ({"stack": ["a"], "derive": [{"name": "x2", "op": "square", "of": 5}]}, "of must be a column"),
+    ({"stack": ["a"], "derive": [{"name": ["x2"], "op": "square", "of": "x"}]}, "name and op must be text"),
+])
+def test_integration_mistakes_are_data_errors_naming_the_step(two, extra, match):
+    base, sources = two
+    spec = {"sources": sources, **extra}
+    with pytest.raises(cw.DataError, match=match):
+        load_data(spec, base=base)
+
+
+def test_a_join_refuses_columns_in_both_sources_and_derive_keeps_missing_values(two):
+    base, sources = two
+    with pytest.raises(cw.DataError, match=r"columns \['x'\] are in both"):
+        load_data({"sources": {"a": {"path": "a.csv", "filter": [{"column": "id", "op": ">=", "value": 0}]},
+                               "c": {"path": "c.csv"}},
+                   "join": {"left": "a", "right": "c", "on": "id"}}, base=base)
+    # missing in, missing out (so that a missing: policy can act on it); equals keeps it missing too
+    b = load_data({"sources": {"a": sources["a"]}, "stack": ["a"],
+                   "derive": [{"name": "x2", "op": "square", "of": "x"},
+                              {"name": "is3", "op": "equals", "of": "x", "value": 3.0}]}, base=base)
+    assert b.frame["x2"].isna().tolist() == [False, True, False, False] and b.frame["x2"].iloc[2] == 9.0
+    assert b.frame["is3"].isna().tolist() == [False, True, False, False] and b.frame["is3"].iloc[2] == 1.0
