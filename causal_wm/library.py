@@ -125,11 +125,13 @@ def resolve(name_or_path: str | Path, kind: str) -> Path:
         raise error(f"expected the name of a {KINDS[kind]} in the library or the path of a YAML file, got "
                     f"{type(name_or_path).__name__} {name_or_path!r}.{hint}")
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.is_file():  # (a folder named like an entry is not one)
+    if p.suffix in (".yaml", ".yml") or p.is_file():
         return p
     cand = library_dir(kind) / f"{name_or_path}.yaml"
-    if cand.is_file():
+    if cand.is_file() and len(p.parts) == 1:  # a bare name: the library's, even beside a folder of that name
         return cand
+    if p.exists():  # a folder: read_yaml says what is wrong with it
+        return p
     names = list_library(kind)
     raise error(
         f"no {KINDS[kind]} called {str(name_or_path)!r} in the library and no such file."

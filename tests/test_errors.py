@@ -221,7 +221,7 @@ def _prior_model(priors, family="normal", formula="x"):
         ({"intercept": {"dist": "normal", "loc": 0, "scale": -1}}, ["y.intercept", "scale must be positive", "-1"]),
         ({"intercept": {"dist": "normal", "loc": float("nan"), "scale": 1}}, ["y.intercept", "finite", "nan"]),
         ({"b": {"dist": "normal", "loc": 0, "scale": float("inf")}}, ["y.b", "finite"]),
-        ({"sigma": {"dist": "halfnormal", "scale": "1"}}, ["y.sigma", "must be a number", "'1'"]),
+        ({"sigma": {"dist": "halfnormal", "scale": "one"}}, ["y.sigma", "must be a number", "'one'"]),
         ({"sigma": 1.0}, ["y.sigma", "expected a mapping"]),
         ({"nu": {"dist": "gamma", "concentration": 2, "rate": 0.1}}, ["'y'", "'nu'", "normal node has"]),
         ({"b[z]": {"dist": "normal", "loc": 0, "scale": 1}}, ["'y'", "'b[z]'", "terms are ['x']"]),
