@@ -194,6 +194,8 @@ def _iv_method(post, treatment, outcome, df, ident, prob, seed):
             return mod.estimate_effect(estimand, method_name=m, method_params={"iv_instrument_name": z}).value
 
     note = f"2SLS, instrument {z}" + (f", controls {', '.join(controls)}" if controls else "")
+    if len(ident.instruments) > 1:  # (the estimand's text speaks of 2SLS with all of them)
+        note += f" (the first of the instruments {list(ident.instruments)}: DoWhy's estimator takes one)"
     try:
         with _quiet():
             estimand = CausalModel(data=data(df), treatment=treatment, outcome=outcome,
