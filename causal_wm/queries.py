@@ -119,8 +119,10 @@ def _identification_warning(scm, treatment, outcome) -> list[str]:
             ident, why = None, str(exc)
         if ident is not None and ident.is_identified:
             return []
-        if ident is not None:  # e.g. an instrument: identified only with further (parametric) assumptions
-            why = f"only by {ident.kind} ({ident.estimand}), which needs: {'; '.join(ident.assumptions)}"
+        if ident is not None:  # an instrument: identified only with a further (parametric) assumption
+            why = (f"only by the instrument {', '.join(ident.instruments)} ({ident.estimand}), which assumes an "
+                   "effect linear and the same for every unit, or for binary instrument and treatment "
+                   "monotonicity and then gives the compliers' effect")
         msg = (f"the effect of {sorted(treatment)} on {outcome!r} is not identified by the graph "
                f"nonparametrically ({why}); the answer rests on the model's parametric assumptions.")
     _w.warn(msg, IdentificationWarning, stacklevel=4)

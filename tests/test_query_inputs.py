@@ -175,7 +175,7 @@ def test_effects_identified_only_by_an_instrument_or_of_a_latent_node_warn():
     df = pd.DataFrame({"z": rng.integers(0, 2, n), "t": rng.normal(0, 1, n), "y": rng.normal(0, 1, n)})
     post = _post({"name": "iv", "nodes": {"z": {"family": "bernoulli"}, "U": {"latent": True},
                                           "t": {"formula": "z + U"}, "y": {"formula": "t + U"}}}, df)
-    with pytest.warns(cw.IdentificationWarning, match=r"only by iv .*parametric"):
+    with pytest.warns(cw.IdentificationWarning, match=r"only by the instrument z .*parametric"):
         eff = post.effect("y", do={"t": cw.shift(1.0)})
     assert any("not identified" in w for w in eff.warnings)
     with pytest.warns(cw.IdentificationWarning, match=r"of latent \['U'\] is not identified by the data"):
