@@ -234,6 +234,29 @@ def _tail_top(fam, mu, phi, k, log_floor, active):
     return k, lp
 
 
+def _sum_down(fam, phi, logr, k, lp, active, stop):
+    """(k, its log pmf, P(Y >= k)): the pmf added from ``k`` downward until ``stop(k, total)``, each
+    ``active`` element in lockstep (the loops of kernels.count_sf_pair and count_quantile_sf)."""
+
+    def going(st):
+        _, _, _, done, i = st
+        return active & ~done & (i < K.MAX_COUNT_STEPS)
+
+    def body(st):
+        k, lp, t, done, i = st
+        a = going(st)
+        t = jnp.where(a, t + jnp.exp(lp), t)
+        halt = stop(k, t)
+        more = a & ~halt
+        k = jnp.where(more, k - 1.0, k)
+        lp = jnp.where(more, lp - _count_step(fam, k, phi, logr), lp)
+        return k, lp, t, done | (a & halt), i + a
+
+    st = (k, lp, jnp.zeros(k.shape), jnp.zeros(k.shape, bool), jnp.zeros(k.shape, jnp.int64))
+    k, lp, t, _, _ = lax.while_loop(lambda st: jnp.any(going(st)), body, st)
+    return k, lp, t
+
+
 def upper_tail(fam, mu, phi, y):
     """kernels.upper_tail, elementwise."""
     return (mu > 0.0) & jnp.isfinite(_count_sd(fam, jnp.where(mu > 0.0, mu, 1.0), phi)) & (y > mu)
@@ -249,23 +272,7 @@ def count_sf_pair(fam, mu, phi, y, active):
     walk = active & ~long
     logr = _log_ratio(fam, mu, phi)
     k, lp = _tail_top(fam, mu, phi, y + 1.0, _log_pmf(fam, y + 1.0, mu, phi) - K.TAIL_FLOOR, walk)
-
-    def going(st):
-        _, _, _, done, i = st
-        return walk & ~done & (i < K.MAX_COUNT_STEPS)
-
-    def body(st):
-        k, lp, t, done, i = st
-        a = going(st)
-        t = jnp.where(a, t + jnp.exp(lp), t)
-        stop = k <= y + 1.0
-        more = a & ~stop
-        k = jnp.where(more, k - 1.0, k)
-        lp = jnp.where(more, lp - _count_step(fam, k, phi, logr), lp)
-        return k, lp, t, done | (a & stop), i + a
-
-    st = (k, lp, jnp.zeros(mu.shape), jnp.zeros(mu.shape, bool), jnp.zeros(mu.shape, jnp.int64))
-    k, lp, t, _, _ = lax.while_loop(lambda st: jnp.any(going(st)), body, st)
+    k, lp, t = _sum_down(fam, phi, logr, k, lp, walk, lambda k, t: k <= y + 1.0)
     s_lo = t + jnp.exp(lp - _count_step(fam, y, phi, logr))
     return (jnp.where(long, _phi((mu - y - 0.5) / sd), t), jnp.where(long, _phi((mu - y + 0.5) / sd), s_lo))
 
@@ -280,23 +287,7 @@ def count_quantile_sf(fam, mu, phi, w, k_from, active):
     k_from = jnp.where(walk, jnp.maximum(k_from, jnp.floor(mu) + 1.0), jnp.floor(mu) + 1.0)
     floor = jnp.minimum(_log_pmf(fam, k_from, mu, phi), jnp.log(w)) - K.TAIL_FLOOR
     k, lp = _tail_top(fam, mu, phi, k_from, floor, walk)
-
-    def going(st):
-        _, _, _, done, i = st
-        return walk & ~done & (i < K.MAX_COUNT_STEPS)
-
-    def body(st):
-        k, lp, t, done, i = st
-        a = going(st)
-        t = jnp.where(a, t + jnp.exp(lp), t)
-        stop = (t > w) | (k <= 0.0)
-        more = a & ~stop
-        k = jnp.where(more, k - 1.0, k)
-        lp = jnp.where(more, lp - _count_step(fam, k, phi, logr), lp)
-        return k, lp, t, done | (a & stop), i + a
-
-    st = (k, lp, jnp.zeros(mu.shape), jnp.zeros(mu.shape, bool), jnp.zeros(mu.shape, jnp.int64))
-    k = lax.while_loop(lambda st: jnp.any(going(st)), body, st)[0]
+    k = _sum_down(fam, phi, logr, k, lp, walk, lambda k, t: (t > w) | (k <= 0.0))[0]
     # the normal approximation: 1 - Phi(z) = w, i.e. z = -ndtri(w) (kernels bisects to within rounding)
     approx = jnp.maximum(0.0, jnp.floor(mu - sd * jnp.clip(ndtri(w), -40.0, 40.0) + 0.5))
     out = jnp.where(long, approx, k)
