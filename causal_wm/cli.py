@@ -39,11 +39,25 @@ def _fail(exc: Exception, debug: bool) -> None:
     raise typer.Exit(code=2)
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is when a record is emitted: one bound to the
+    stream of its first command would write to a closed stream once a caller (a test runner invoking
+    several commands in one process) has swapped it."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # (StreamHandler.__init__ sets it)
+        pass
+
+
 def _log_to_terminal(quiet: bool) -> None:
     # our own progress messages only; other libraries keep their own (quieter) levels
     logger = logging.getLogger("causal_wm")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        handler = _Stderr()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)

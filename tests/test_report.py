@@ -322,3 +322,23 @@ def test_counterfactual_means_are_over_the_units_with_a_factual_value():
     out = _counterfactual({"rows": rows, "do": {"t": 1}, "n_units": 2}, {"do": {"t": 1}})
     (row,) = [r for r in out["nodes"] if r["node"] == "y"]
     assert (row["factual"], row["counterfactual"], row["change"]) == ("1", "2", "1")  # (formatted numbers)
+
+
+def test_cli_logging_follows_the_current_stderr(monkeypatch):
+    """Commands run one after another in one process (as a test runner runs them) each log to the
+    stderr of their own time: a handler bound to the first command's stream wrote to it after it was
+    closed ('--- Logging error ---' in a later command's output)."""
+    import io
+    import logging
+
+    from causal_wm import cli
+
+    first = io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    cli._log_to_terminal(False)
+    first.close()  # the first command's stream is gone
+    second = io.StringIO()
+    monkeypatch.setattr("sys.stderr", second)
+    cli._log_to_terminal(False)
+    logging.getLogger("causal_wm").info("a record")
+    assert second.getvalue() == "a record\n"
