@@ -208,15 +208,7 @@ def mediation(post, treatment: str, mediator, outcome: str, treat_value=1, contr
         raise QueryError(f"mediation: mediator must be a node name or a non-empty list of them, got {mediator!r}.")
     mediators = [mediator] if isinstance(mediator, str) else list(mediator)
     check_names(scm, [treatment, outcome, *mediators], "mediation")
-    down = scm.descendants([treatment])
-    for m in mediators:
-        if m not in down or outcome not in scm.descendants([m]):
-            raise QueryError(
-                f"mediation: {m!r} must lie on a causal path {treatment!r} -> {m!r} -> {outcome!r}; "
-                f"it does not in model {scm.name!r}."
-            )
-    if outcome not in down:
-        raise QueryError(f"mediation: {outcome!r} is not downstream of {treatment!r}.")
+    check_mediation_paths(scm, treatment, mediators, outcome)
     units, desc = _select_units(post, given)
     do, vs = {treatment: treat_value}, {treatment: control_value}
     total = _contrast(post, outcome, do, vs, units, (), level, seed, engine)  # Y(t1, M(t1)) vs Y(t0, M(t0))
@@ -230,6 +222,22 @@ def mediation(post, treatment: str, mediator, outcome: str, treat_value=1, contr
         indirect=_result(post, outcome, do, {treatment: treat_value, **{m: "M(t0)" for m in mediators}},
                          total[:, 0], direct[:, 0], *args),
     )
+
+
+def check_mediation_paths(scm, treatment: str, mediators, outcome: str, what: str = "mediation") -> None:
+    """Each mediator on a causal path treatment -> mediator -> outcome, and the outcome downstream of
+    the treatment (checked by :func:`mediation`, and by a study before it fits); ``what`` opens the
+    message."""
+    down = scm.descendants([treatment])
+    for m in mediators:
+        if m not in down or outcome not in scm.descendants([m]):
+            raise QueryError(
+                f"{what}: {m!r} must lie on a causal path {treatment!r} -> {m!r} -> {outcome!r}; it does not in "
+                f"model {scm.name!r}. Name a mediator downstream of the treatment and upstream of the outcome."
+            )
+    if outcome not in down:
+        raise QueryError(f"{what}: {outcome!r} is not downstream of {treatment!r}, so every effect is zero by "
+                         "assumption; check the names.")
 
 
 def _natural(post, iv, src, column) -> dict:
