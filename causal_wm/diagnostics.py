@@ -167,7 +167,9 @@ def mcse_mean(draws: np.ndarray) -> float:
     d = np.asarray(draws, dtype=float)
     if d.ndim == 1:
         d = d[None, :]
-    if d.shape[1] < 4 or np.std(d) == 0:
+    if np.std(d) == 0:  # a constant has no Monte Carlo error
         return 0.0
+    if d.shape[1] < 4:  # too few draws per chain to estimate the ESS: unknown, not zero
+        return float("nan")
     ess = float(az.ess(d, method="mean"))
     return float(np.std(d) / np.sqrt(max(ess, 1.0)))

@@ -236,13 +236,7 @@ def _compile(scm, scales, names, do, n_units: int, natural: dict | None) -> Comp
         elif callable(v):
             callables[name] = v
             if natural is not None and name in natural:
-                nat = np.asarray(natural[name])
-                out = np.asarray(v(nat))
-                if out.shape != nat.shape:
-                    raise QueryError(
-                        f"do({name}=<callable>): it must return one value per unit (shape {nat.shape}), "
-                        f"got shape {out.shape}."
-                    )
+                out = call_intervention(name, v, np.asarray(natural[name]))
                 kind[k] = K.PERUNIT
                 per_unit = _per_unit(per_unit, n_units, len(names))
                 per_unit[:, k] = _unit_values(name, node, sc, out, n_units)
@@ -258,6 +252,25 @@ def _compile(scm, scales, names, do, n_units: int, natural: dict | None) -> Comp
             value[k] = _check_value(name, node, sc, v)
     tab = np.stack(tables) if tables else np.zeros((1, TABLE_SIZE))
     return Compiled(kind, value, per_unit, tab, callables, frozenset(do))
+
+
+def call_intervention(name: str, fn, natural: np.ndarray) -> np.ndarray:
+    """``fn(natural)`` for ``do(name=fn)``: one value per unit, or a :class:`QueryError` that names the
+    node (a user's function that raises, or returns the wrong shape, is the user's to fix)."""
+    try:
+        out = np.asarray(fn(natural))
+    except Exception as exc:  # any failure of user code, reported with the node it was for
+        raise QueryError(
+            f"do({name}=<callable>): the function raised {type(exc).__name__}: {exc}. It is called once with "
+            f"a NumPy array of {name!r}'s values per unit (original units, labels for categorical nodes) "
+            "and must return an array of the same shape."
+        ) from exc
+    if out.shape != natural.shape:
+        raise QueryError(
+            f"do({name}=<callable>): it must return one value per unit (shape {natural.shape}), "
+            f"got shape {out.shape}."
+        )
+    return out
 
 
 def _per_unit(arr, n, k):

@@ -350,11 +350,9 @@ def _check_finite(query: str, values: dict, do) -> None:
 
 
 def _apply_callable(post, name, fn, natural):
-    from causal_wm.interventions import _internal_values
+    from causal_wm.interventions import _internal_values, call_intervention
 
-    res = np.asarray(fn(natural))
-    if res.shape != natural.shape:
-        raise QueryError(f"do({name}=<callable>): it must return one value per unit, got shape {res.shape}.")
+    res = call_intervention(name, fn, natural)
     return _internal_values(name, post.scm.node(name), post.plan.scales[name], res)
 
 

@@ -288,3 +288,15 @@ def test_a_constant_parent_warns_before_sampling(no_sampling):
     with pytest.warns(cw.DataWarning, match=r"'x' is constant \(3.0 in every row\).*\['y'\]"), \
             pytest.raises(Reached):
         scm.fit(df)
+
+
+def test_mcse_of_the_mean_is_unknown_with_too_few_draws_and_zero_for_a_constant():
+    """With fewer than 4 draws per chain the ESS cannot be estimated: the MCSE is NaN, not a reassuring
+    0 (before, it was 0). For independent draws it is close to sd / sqrt(n)."""
+    from causal_wm.diagnostics import mcse_mean
+
+    assert np.isnan(mcse_mean(np.array([[1.0, 2.0, 4.0]])))
+    assert mcse_mean(np.full((2, 3), 5.0)) == 0.0
+    x = np.random.default_rng(3).normal(0.0, 2.0, (4, 1000))
+    # the ESS of 4,000 independent draws is itself estimated: within 10% of the n it should be
+    assert mcse_mean(x) == pytest.approx(x.std() / np.sqrt(x.size), rel=0.1)

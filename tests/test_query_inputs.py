@@ -186,3 +186,22 @@ def test_effects_identified_only_by_an_instrument_or_of_a_latent_node_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error", cw.IdentificationWarning)
         assert not any("identified" in w for w in post.effect("t", do={"z": 1}, vs={"z": 0}).warnings)
+
+
+def test_a_callable_that_raises_or_returns_the_wrong_shape_is_a_query_error_naming_the_node(families):
+    """A user's function is user code: its failure comes back as a QueryError naming the node and
+    what the function is given, in every query that calls it (before, its own exception escaped)."""
+    df, post = families
+
+    def broken(x):
+        raise KeyError("salary")
+
+    units = df.head(5)
+    for call in (lambda: post.effect("y", do={"x": broken}),
+                 lambda: post.counterfactual(units=units, do={"x": broken}),
+                 lambda: post.simulate(do={"x": broken}, n=10)):
+        with pytest.raises(QueryError, match=r"do\(x=<callable>\): the function raised KeyError: 'salary'") as err:
+            call()
+        assert isinstance(err.value.__cause__, KeyError)
+    with pytest.raises(QueryError, match=r"do\(x=<callable>\): it must return one value per unit"):
+        post.counterfactual(units=units, do={"x": lambda x: x[:2]})
