@@ -90,12 +90,16 @@ def available() -> bool:
     return True
 
 
-def use_fused(engine: str | None, covered: bool, what: str, work: int) -> bool:
+def use_fused(engine: str | None, covered: bool, what: str, work: int, walks_counts: bool = False) -> bool:
     """Resolve ``engine`` ("auto", "fused" or "generic") for a query of ``work`` draws x units that
     the fused engine does or does not cover.
 
     "auto" takes the fused engine for queries of at least :data:`AUTO_MIN_WORK` draws x units:
-    below that the generic kernel answers before the fused one would have compiled.
+    below that the generic kernel answers before the fused one would have compiled. On the CPU it
+    also leaves to the generic kernel queries that walk count CDFs (``walks_counts``: counts abducted
+    or drawn afresh): XLA runs those walks in lockstep, every element of a chunk stepping as often as
+    the longest walk in it, so one large mean made a query hundreds of times slower (measured: equal
+    speeds at typical means, 150x slower with means in the thousands; docs/performance.md).
 
     Examples
     --------
@@ -103,11 +107,13 @@ def use_fused(engine: str | None, covered: bool, what: str, work: int) -> bool:
     False
     >>> use_fused("auto", True, "counterfactual", 100)
     False
+    >>> use_fused("auto", True, "counterfactual", 10**9, walks_counts=True) == (not on_host())
+    True
     """
     engine = "auto" if engine is None else engine
     if engine not in ENGINES:
         raise QueryError(f"engine must be one of {list(ENGINES)}, got {engine!r}.")
-    if engine == "generic" or (engine == "auto" and work < AUTO_MIN_WORK):
+    if engine == "generic" or (engine == "auto" and (work < AUTO_MIN_WORK or (walks_counts and on_host()))):
         return False
     ok = covered and available()
     if engine == "fused" and not ok:

@@ -174,13 +174,23 @@ def _contrast(post, outcome, do, vs, units, from_vs, level, seed, engine=None) -
         src_a[prog.index(name)] = K.OTHER
     tables = _merge_tables(worlds)
     key = stream(post.seed if seed is None else seed, "effect")
-    run = fused.effect if fused.use_fused(engine, True, "effect", prog.n_draws * len(units)) else K.effect_kernel
+    walks = _walks_counts(post, (src, src_a), K.FRESH, needed, skip=outcome)
+    fast = fused.use_fused(engine, True, "effect", prog.n_draws * len(units), walks)
+    run = fused.effect if fast else K.effect_kernel
     return run(
         prog.arrays, prog.theta, prog.data, prog.lat, units.astype(np.int64), key,
         src_a, worlds[0][1], worlds[0][2], worlds[0][3],
         worlds[1][0], worlds[1][1], worlds[1][2], worlds[1][3],
         tables, needed, prog.index(outcome), level_code,
     )
+
+
+def _walks_counts(post, srcs, kind: int, needed, skip: str | None = None) -> bool:
+    """Whether a query recomputes a needed count node by walking its CDF (``kind``: abducted or
+    drawn afresh) in any of the worlds ``srcs`` (``skip``: an effect's outcome, of which only the mean
+    is needed)."""
+    return any(needed[k] and name != skip and post.scm.node(name).family in ("poisson", "negative_binomial")
+               and any(src[k] == kind for src in srcs) for k, name in enumerate(post.program.names))
 
 
 def _level_code(post, outcome, level) -> int:
@@ -438,7 +448,8 @@ def counterfactual(post, units: pd.DataFrame, do: Mapping, draws: int | None = N
                 if post.plan.scales[prog.names[k]].levels is not None}
     common = dict(do=dict(do), seed=seed_used, diagnostics=post.diagnostics().to_dict(), prob=prob,
                   levels=labelled)
-    fast = fused.use_fused(engine, fused.covers_crossed(src_f), "counterfactual", len(draw_idx) * len(rows))
+    fast = fused.use_fused(engine, fused.covers_crossed(src_f), "counterfactual", len(draw_idx) * len(rows),
+                           _walks_counts(post, (src_c,), K.ABDUCT, needed))
 
     def result(computed: dict):
         _check_finite("counterfactual", {n: v[..., 0] if summary_only else v for n, v in computed.items()

@@ -157,7 +157,12 @@ def test_summary_only_must_be_a_boolean(families):
 
 @pytest.mark.parametrize("engine", ["generic", "fused"])
 def test_an_overflowing_counterfactual_or_simulation_is_refused_like_an_effect(families, engine):
-    df, post = families
+    df, _ = families
+    # slopes of 1 on z: every draw overflows (a draw with a slope near 0 would give a count mean in the
+    # thousands, whose CDF walk a forced fused engine runs in lockstep: minutes, not the point here)
+    post = _post({"name": "fam", "nodes": {
+        "z": {}, "x": {"formula": "z"}, "lx": {"family": "lognormal", "formula": "z"},
+        "c": {"family": "poisson", "formula": "z"}, "y": {"formula": "x + lx + c"}}}, df, c__b=1.0, lx__b=1.0)
     with pytest.raises(QueryError, match="overflowed"):
         post.effect("c", do={"z": 1e4}, engine=engine)
     for summary_only in (False, True):
@@ -205,3 +210,23 @@ def test_a_callable_that_raises_or_returns_the_wrong_shape_is_a_query_error_nami
         assert isinstance(err.value.__cause__, KeyError)
     with pytest.raises(QueryError, match=r"do\(x=<callable>\): it must return one value per unit"):
         post.counterfactual(units=units, do={"x": lambda x: x[:2]})
+
+
+def test_auto_leaves_count_walks_to_the_generic_kernel_on_the_cpu(families, monkeypatch):
+    """XLA runs count CDF walks in lockstep (each element steps as often as the longest walk of its
+    chunk): a counterfactual whose counts had means in the thousands took minutes. "auto" gives queries
+    that abduct or redraw a count to the generic kernel; others still take the fused engine."""
+    from causal_wm import fused
+
+    df, post = families
+    calls = []
+    monkeypatch.setattr(fused, "AUTO_MIN_WORK", 0)  # "auto" would take the fused engine for any size
+    real = fused.counterfactual_draws
+    monkeypatch.setattr(fused, "counterfactual_draws", lambda *a, **k: calls.append(1) or real(*a, **k))
+    walked = post.counterfactual(units=df.head(20), do={"z": 0.5})  # abducts the poisson node c
+    assert calls == [] and walked["c"].shape == (S, 20)
+    post.counterfactual(units=df.head(20), do={"x": 0.5})  # only y changes: no count walk
+    assert calls == [1]
+    # the same numbers as the forced engines
+    np.testing.assert_array_equal(walked["c"], post.counterfactual(units=df.head(20), do={"z": 0.5},
+                                                                   engine="generic")["c"])
