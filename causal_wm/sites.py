@@ -62,3 +62,24 @@ def missing(node: str) -> str:
 def missing_dim(node: str) -> str:
     """Dimension of ``node``'s imputed values: the labels of the units that lack it."""
     return f"{node}__missing_unit"
+
+
+def shapes(plan) -> dict[str, tuple[int, ...]]:
+    """The sites the queries read for a fit ``plan`` (a :class:`~causal_wm.fitting.FitPlan`), and
+    their shapes per draw: what a posterior of that model and data must hold."""
+    out: dict[str, tuple[int, ...]] = {}
+    for name, lay in plan.layouts.items():
+        node = plan.scm.node(name)
+        if lay.intercept:
+            out[intercept(name)] = (lay.n_eta,) if lay.n_levels else ()
+        if lay.columns:
+            T = len(lay.columns)
+            out[coef(name)] = (lay.n_eta, T) if lay.n_levels else (T,)
+        if not lay.latent:
+            for p in node.fam.extra:
+                out[extra(name, p)] = ()
+        for blk in lay.groups:
+            out[group_effect(name, blk.group)] = (len(blk.levels), len(blk.columns))
+        if lay.latent:
+            out[name] = (plan.n,)
+    return out

@@ -508,16 +508,16 @@ def save_fit(post, out: str | Path) -> Path:
 def save_fit_inputs(d: Path, post) -> None:
     """Save what rebuilds the Posterior without refitting: the model and the exact data fitted.
 
-    ``data.csv`` holds the observed columns at full float precision, so :func:`causal_wm.saved.load_posterior`
-    recovers the same internal scales.
+    ``data.csv`` holds the observed columns at full float precision and ``data_types.json`` their types,
+    so :func:`causal_wm.saved.load_posterior` recovers the same data, and so the same internal scales.
     """
     import yaml
 
     (d / "model.yaml").write_text(yaml.safe_dump(post.scm.to_dict(), sort_keys=False, allow_unicode=True),
                                   encoding="utf-8")
-    frame = post.plan.frame.copy()
-    frame.index.name = "unit"
-    frame.to_csv(d / "data.csv", float_format="%.17g")
+    from causal_wm.saved import write_frame
+
+    write_frame(post.plan.frame, d)
 
 
 def _check_query_name(name: str, where: str) -> None:

@@ -55,26 +55,7 @@ def parameter_shapes(scm, data: pd.DataFrame) -> dict[str, tuple[int, ...]]:
     """
     from causal_wm.fitting import make_plan
 
-    return _shapes(make_plan(scm, data))
-
-
-def _shapes(plan) -> dict[str, tuple[int, ...]]:
-    out: dict[str, tuple[int, ...]] = {}
-    for name, lay in plan.layouts.items():
-        node = plan.scm.node(name)
-        if lay.intercept:
-            out[sites.intercept(name)] = (lay.n_eta,) if lay.n_levels else ()
-        if lay.columns:
-            T = len(lay.columns)
-            out[sites.coef(name)] = (lay.n_eta, T) if lay.n_levels else (T,)
-        if not lay.latent:
-            for p in node.fam.extra:
-                out[sites.extra(name, p)] = ()
-        for blk in lay.groups:
-            out[sites.group_effect(name, blk.group)] = (len(blk.levels), len(blk.columns))
-        if lay.latent:
-            out[name] = (plan.n,)
-    return out
+    return sites.shapes(make_plan(scm, data))
 
 
 def posterior_from_params(scm, data: pd.DataFrame, params: Mapping, seed: int = 0) -> FixedPosterior:
@@ -116,7 +97,7 @@ def posterior_from_params(scm, data: pd.DataFrame, params: Mapping, seed: int = 
     if getattr(plan, "missing", None):
         raise QueryError(f"posterior_from_params needs complete data; {sorted(plan.missing)} have missing values "
                          "left for imputation (their draws are not parameters set by hand).")
-    shapes = _shapes(plan)
+    shapes = sites.shapes(plan)
     if not isinstance(params, Mapping):
         raise QueryError(f"params must be a mapping of site name -> draws, got {type(params).__name__}.")
     for k in params:
