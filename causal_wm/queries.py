@@ -49,12 +49,17 @@ def _select_units(post, given) -> tuple[np.ndarray, str]:
     if isinstance(given, Mapping):
         check_names(post.scm, given, "given")
         mask = np.ones(n, dtype=bool)
+        parts = []
         for k, v in given.items():
             if post.scm.node(k).latent:
                 raise QueryError(f"given: {k!r} is latent, so units cannot be selected by it.")
-            vals = v if isinstance(v, (list, tuple, set, np.ndarray)) else [v]
-            mask &= frame[k].isin(list(vals)).to_numpy()
-        desc = ", ".join(f"{k}={v!r}" for k, v in given.items())
+            if isinstance(v, Mapping):
+                raise QueryError(f"given: {k!r} takes a value or a list of values, got a mapping {v!r}.")
+            many = pd.api.types.is_list_like(v)  # lists, arrays, Series, Index, sets, pandas arrays
+            vals = list(v) if many else [v]
+            mask &= matches(post.scm, post.plan.scales, frame, k, vals)
+            parts.append(f"{k}={_plain(vals) if many else _plain([v])[0]!r}")
+        desc = ", ".join(parts)
     else:
         if isinstance(given, pd.Series):  # by label, as pandas aligns (rows dropped for missing data too)
             given = _by_label(given, pd.Index(post.plan.index), "given=<boolean Series>")
@@ -68,6 +73,35 @@ def _select_units(post, given) -> tuple[np.ndarray, str]:
     if not mask.any():
         raise QueryError(f"given ({desc}) selects no units of the data; check the values.")
     return np.flatnonzero(mask), desc
+
+
+def _plain(vals: list) -> list:
+    return [x.item() if isinstance(x, np.generic) else x for x in vals]
+
+
+def matches(scm, scales, frame: pd.DataFrame, k: str, vals: list) -> np.ndarray:
+    """Which rows of ``frame`` have one of ``vals`` for node ``k``: labels of a node with categories
+    (each must be one of them), numbers of any other node (compared as numbers, whatever type the
+    column holds: booleans, nullable integers, numbers stored as text categories)."""
+    levels = scales[k].levels
+    if levels is not None:
+        for x in vals:
+            try:
+                known = x in levels
+            except TypeError:  # pd.NA has no truth value
+                known = False
+            if not known:
+                raise QueryError(f"given: {x!r} is not a category of {k!r}; its categories are {list(levels)}.")
+        return frame[k].isin(vals).to_numpy(dtype=bool)
+    nums = []
+    for x in vals:
+        try:
+            if isinstance(x, str):
+                raise TypeError
+            nums.append(float(x))
+        except (TypeError, ValueError):
+            raise QueryError(f"given: {k!r} holds numbers, and {x!r} is not a number.") from None
+    return np.isin(node_values(scm, scales, frame, k), nums)
 
 
 def effect(post, outcome: str, do: Mapping, vs: Mapping | None = None, given=None, level=None,
@@ -164,9 +198,9 @@ def _contrast(post, outcome, do, vs, units, from_vs, level, seed, engine=None) -
     index = pd.Index(post.plan.index)[units]
     do, vs = _aligned(do, index), _aligned(vs, index, "vs")
     for iv in (do, vs):
-        natural = _natural(post, iv, src, lambda n: post.plan.frame[n].to_numpy()[units])
+        natural = _natural(post, iv, src, lambda n: node_values(post.scm, post.plan.scales, post.plan.frame, n)[units])
         comp = compile_do(post, iv, len(units), natural)
-        _check_soft(post, iv, src, lambda n: post.plan.frame[n].to_numpy()[units])
+        _check_soft(post, iv, src, lambda n: node_values(post.scm, post.plan.scales, post.plan.frame, n)[units])
         ivu = _expand_units(comp.per_unit, units, prog.data.shape[0])
         worlds.append((src, comp.kind, comp.value, ivu, comp.tables))
     src_a = src.copy()
@@ -248,6 +282,17 @@ def check_mediation_paths(scm, treatment: str, mediators, outcome: str, what: st
     if outcome not in down:
         raise QueryError(f"{what}: {outcome!r} is not downstream of {treatment!r}, so every effect is zero by "
                          "assumption; check the names.")
+
+
+def node_values(scm, scales, frame: pd.DataFrame, name: str) -> np.ndarray:
+    """Node ``name``'s values in ``frame`` as the engine reads them: labels for a node with
+    categories, numbers otherwise (booleans, nullable integers and numbers stored as text categories
+    included), as callables, shifts and selections must see them."""
+    from causal_wm.data import _column
+
+    if scales[name].levels is not None:
+        return frame[name].to_numpy(dtype=object)
+    return _column(frame, name, scm.node(name).family, scm.name, allow_missing=True)
 
 
 def _natural(post, iv, src, column) -> dict:
@@ -423,9 +468,9 @@ def counterfactual(post, units: pd.DataFrame, do: Mapping, draws: int | None = N
     from causal_wm.results import _prob
 
     prob = _prob(prob)
-    natural = _natural(post, do, src_c, lambda n: units[n].to_numpy())
+    natural = _natural(post, do, src_c, lambda n: node_values(post.scm, post.plan.scales, units, n))
     comp = compile_do(post, do, len(rows), natural)
-    _check_soft(post, do, src_c, lambda n: units[n].to_numpy())
+    _check_soft(post, do, src_c, lambda n: node_values(post.scm, post.plan.scales, units, n))
     ivu = _expand_units(comp.per_unit, rows, data.shape[0])
     affected = set(do) | scm.descendants(set(do))
     order = [n for n in prog.names if n in affected]  # the result's nodes

@@ -309,6 +309,7 @@ class Study:
         from causal_wm.data import fit_scales
         from causal_wm.fitting import settings
         from causal_wm.interventions import check_do
+        from causal_wm.queries import matches
 
         scales = fit_scales(scm, df)
         raw, df = df, prepare(scm, df)[0]  # the rows fitted, among which queries select their units
@@ -343,7 +344,7 @@ class Study:
                         if scm.node(k).latent:
                             raise StudyError(f"query {q['name']!r}: {k!r} is latent, so units cannot be "
                                              "selected by it")
-                        mask &= df[k].isin(v if isinstance(v, list) else [v]).to_numpy()
+                        mask &= matches(scm, scales, df, k, v if isinstance(v, list) else [v])
                     if not mask.any():
                         raise StudyError(f"query {q['name']!r}: {select!r} selects no units of the data"
                                          + (" left after 'missing: drop'" if len(df) < len(raw) else "")

@@ -230,3 +230,45 @@ def test_auto_leaves_count_walks_to_the_generic_kernel_on_the_cpu(families, monk
     # the same numbers as the forced engines
     np.testing.assert_array_equal(walked["c"], post.counterfactual(units=df.head(20), do={"z": 0.5},
                                                                    engine="generic")["c"])
+
+
+def test_given_takes_any_list_like_of_values_and_refuses_values_that_are_not_categories():
+    """pandas hands users Series, Index and extension arrays (``df.t.unique()``); before, anything
+    but a list, tuple, set or ndarray was wrapped as one value, so an IntegerArray([1]) selected the
+    controls and a Series of labels crashed in pyarrow; and a misspelt label in a list was ignored."""
+    rng = np.random.default_rng(4)
+    n = 90
+    df = pd.DataFrame({"region": rng.choice(["north", "south", "east"], n), "t": rng.integers(0, 2, n)})
+    df["y"] = df["t"] + (df["region"] == "north") + rng.normal(0, 1, n)
+    post = _post({"name": "g", "nodes": {"region": {"family": "categorical"}, "t": {"family": "bernoulli"},
+                                         "y": {"formula": "t + region"}}}, df)
+    ns = {"north", "south"}
+    want = post.effect("y", do={"t": 1}, vs={"t": 0}, given={"region": ["north", "south"], "t": [1]})
+    assert want.n_units == int((df.region.isin(ns) & (df.t == 1)).sum())
+    for regions, treated in ((pd.Series(["north", "south"]), pd.array([1], dtype="Int64")),
+                             (pd.Index(["south", "north"]), np.array([1])),
+                             (pd.array(["north", "south"], dtype="string"), pd.Series([True])),
+                             ({"north", "south"}, df.t[df.t == 1].unique())):
+        got = post.effect("y", do={"t": 1}, vs={"t": 0}, given={"region": regions, "t": treated})
+        np.testing.assert_array_equal(got.draws, want.draws)
+    with pytest.raises(QueryError, match="'suoth' is not a category of 'region'"):
+        post.effect("y", do={"t": 1}, given={"region": ["north", "suoth"]})
+    with pytest.raises(QueryError, match="'t' holds numbers, and 'yes' is not a number"):
+        post.effect("y", do={"t": 1}, given={"t": "yes"})
+
+
+def test_numbers_stored_as_text_categories_reach_callables_and_given_as_numbers():
+    """A 0/1 column held as a pandas category of '0'/'1' (as some shipped tables are) is fitted as
+    numbers; before, callables were handed the strings ('1' == 0 is False: every unit set to 0) and
+    given={'t': 1} selected nobody."""
+    rng = np.random.default_rng(5)
+    n = 60
+    t = rng.integers(0, 2, n)
+    plain = pd.DataFrame({"t": t, "y": t + rng.normal(0, 1, n)})
+    text = plain.assign(t=pd.Categorical(plain["t"].astype(str)))
+    model = {"name": "c", "nodes": {"t": {"family": "bernoulli"}, "y": {"formula": "t"}}}
+    a, b = _post(model, plain), _post(model, text)
+    flip = lambda v: (v == 0).astype(int)  # noqa: E731
+    np.testing.assert_array_equal(b.effect("y", do={"t": flip}, given={"t": 1}).draws,
+                                  a.effect("y", do={"t": flip}, given={"t": 1}).draws)
+    np.testing.assert_array_equal(b.counterfactual(units=text.head(6), do={"t": flip})["t"][0], 1 - t[:6])
