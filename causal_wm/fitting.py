@@ -64,7 +64,7 @@ class FitSettings:
     progress: bool = False
     guide: str = "lowrank"
     steps: int = 5000
-    learning_rate: float = 0.01
+    learning_rate: float = 0.05  # Adam; 0.01 left the flagship and a 3-node model unsettled after 5,000 steps
     sampler: str = "default"
     dense_mass: bool = False  # NUTS adapts a full mass matrix (correlated posteriors, e.g. IV models)
     marginalize: bool = True  # NumPyro: integrate eligible Gaussian latents out (design.marginal_latents)

@@ -619,8 +619,11 @@ class SCM:
         backend : {"numpyro", "pymc"}
             Which probabilistic programming backend samples the posterior.
         **kwargs
-            ``chains``, ``draws``, ``warmup``, ``target_accept``, ``seed``, ``method``
-            (``"nuts"`` or ``"svi"``), ``progress``; see :func:`causal_wm.fitting.fit`.
+            NUTS: ``chains``, ``draws``, ``warmup``, ``target_accept``, ``dense_mass``, ``seed``,
+            ``progress``, ``sampler`` (PyMC: "default", "pymc", "nutpie", "numpyro", "blackjax"). ``method="svi"``
+            (NumPyro) fits a variational approximation instead: ``guide`` ("lowrank", "normal" or
+            "mvn"), ``steps`` (5,000), ``learning_rate`` (Adam, 0.05), and ``draws`` x ``chains`` draws
+            from it. See docs/fitting.md, and :class:`causal_wm.fitting.FitSettings` for every setting.
         """
         from causal_wm.fitting import fit
 
@@ -630,7 +633,11 @@ class SCM:
         """The :class:`pymc.Model` this SCM compiles to for ``data`` (for PyMC power users).
 
         It has the same parameter names and dims as the NumPyro backend; ``pm.do`` and
-        ``pm.observe`` work on it as on any PyMC model.
+        ``pm.observe`` work on it as on any PyMC model. Its variables are on the internal scale
+        (docs/models.md, "The internal scale"): a continuous node is observed standardised, as
+        ``(y - center) / scale`` with ``post.plan.scales[name]`` (``log y`` for lognormal), so an effect
+        computed on it with ``pm.do`` is in units of the outcome's SD, and intervention values must be
+        standardised the same way; ``post.effect`` does both for you.
         """
         from causal_wm.fitting import backend_module, make_plan
 

@@ -140,6 +140,11 @@ def test_svi_loss_trend_tells_a_settled_loss_from_a_falling_one():
     falling = loss_trend(900.0 + 8000.0 * np.exp(-steps / 300.0) - 0.5 * (steps - 3000).clip(0) + noise)
     assert falling["svi_recent_share"] > 0.02 and falling["svi_recent_z"] > 3
     assert "still falling" in svi_problems(falling)[0]
+    # a huge first fall hides a late one as a share (1%), not in nats: 100 nats still to go is flagged
+    # (a 500-step fit whose effect was 14.5 where NUTS said 2.9 passed this way: 1.9%, 1,846 nats)
+    hidden = loss_trend(900.0 + 1e5 * np.exp(-steps / 100.0) - 0.16 * (steps - 3000).clip(0) + noise)
+    assert hidden["svi_recent_share"] < 0.02 and hidden["svi_recent_fall"] > 50
+    assert "nats" in svi_problems(hidden)[0]
     # pure noise with no fall at all is not a trend
     flat = loss_trend(1000.0 + noise)
     assert svi_problems(flat) == ()
