@@ -222,17 +222,23 @@ def _compile(scm, scales, names, do, n_units: int, natural: dict | None) -> Comp
             kind[k] = K.SHIFT if isinstance(v, Shift) else K.SCALE
             value[k] = amount
         elif _is_distribution(v):
-            grid = (np.arange(TABLE_SIZE) + 0.5) / TABLE_SIZE
-            table = np.asarray(v.ppf(grid), dtype=float)
-            discrete = hasattr(v.dist, "pmf") if hasattr(v, "dist") else False
-            if not np.all(np.isfinite(table)):
-                raise QueryError(f"do({name}=<distribution>): its quantile function is not finite.")
             if fam == "categorical":
                 raise QueryError(f"do({name}=<distribution>): use per-unit values for categorical nodes.")
+            table, discrete = _quantile_table(name, v)
+            if fam in ("bernoulli", "poisson", "negative_binomial") and not discrete:
+                raise QueryError(
+                    f"do({name}=<distribution>): {name!r} is {fam} ("
+                    f"{'0 or 1' if fam == 'bernoulli' else 'whole numbers'}), and the distribution is continuous; "
+                    "use a discrete one (e.g. cw.bernoulli(0.3), scipy.stats.poisson(4) or scipy.stats.rv_discrete).")
             _internal_values(name, node, sc, np.unique(table) if discrete else table[[0, -1]])
             kind[k] = K.TABLE
             value[k] = -(len(tables) + 1) if discrete else len(tables)
             tables.append(table)
+        elif hasattr(v, "sample") and hasattr(v, "log_prob"):  # a NumPyro/PyTorch-style distribution
+            raise QueryError(
+                f"do({name}=<{type(v).__name__}>): a stochastic policy needs a quantile function (ppf); pass a "
+                "frozen scipy.stats distribution (e.g. scipy.stats.norm(0, 1)) or cw.normal / cw.uniform / "
+                "cw.bernoulli.")
         elif callable(v):
             callables[name] = v
             if natural is not None and name in natural:
@@ -271,6 +277,28 @@ def call_intervention(name: str, fn, natural: np.ndarray) -> np.ndarray:
             f"got shape {out.shape}."
         )
     return out
+
+
+def _quantile_table(name: str, dist) -> tuple[np.ndarray, bool]:
+    """The policy's quantiles at the midpoints of TABLE_SIZE equal cells, and whether it is discrete."""
+    grid = (np.arange(TABLE_SIZE) + 0.5) / TABLE_SIZE
+    try:
+        table = np.asarray(dist.ppf(grid), dtype=float)
+        median = np.shape(dist.ppf(0.5))  # parameters given per unit broadcast even where shapes agree
+    except Exception as exc:  # user objects: an unfrozen scipy distribution lacks its parameters
+        bad = f"its quantile function failed ({type(exc).__name__}: {exc})"
+    else:
+        bad = (None if table.shape == grid.shape and median == ()
+               else f"its quantile function gave shape {median} for one probability")
+    if bad:
+        raise QueryError(
+            f"do({name}=<distribution>): {bad}. A policy is one distribution for every unit, frozen with its "
+            "parameters (e.g. scipy.stats.poisson(4), not scipy.stats.poisson). For parameters that differ "
+            "by unit, draw the values yourself (e.g. rng.normal(df.x + 1, 0.1)) and pass them as per-unit values."
+        )
+    if not np.all(np.isfinite(table)):
+        raise QueryError(f"do({name}=<distribution>): its quantile function is not finite.")
+    return table, hasattr(dist, "pmf") or hasattr(getattr(dist, "dist", None), "pmf")
 
 
 def _per_unit(arr, n, k):

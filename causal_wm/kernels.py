@@ -471,14 +471,13 @@ def apply_intervention(k, s, u, key, natural, ivk, ivv, iv_unit, tables, pf, ni)
             q = -q - 1
         M = tables.shape[1]
         uu = uniform(key, s, u, k, 1000)
-        pos = uu * M
-        i = min(int(pos), M - 1)
-        if discrete:  # step function
-            x = tables[q, i]
-        else:
-            j = min(i + 1, M - 1)
+        if discrete:  # step function: cell i holds the quantile at its midpoint
+            x = tables[q, min(int(uu * M), M - 1)]
+        else:  # entry i is the quantile at (i + 0.5) / M: interpolate between midpoints
+            pos = min(max(uu * M - 0.5, 0.0), M - 1.0)
+            i = min(int(pos), M - 2)
             w = pos - i
-            x = tables[q, i] * (1.0 - w) + tables[q, j] * w
+            x = tables[q, i] * (1.0 - w) + tables[q, i + 1] * w
         return to_internal(trans, pf[k, 0], pf[k, 1], x)
     return natural
 

@@ -560,15 +560,15 @@ class Trace:
         if kind == K.TABLE:
             q, discrete = table
             M = self.tables.shape[1]
-            pos = self.uniform(k, 1000) * M
-            i = jnp.minimum(pos.astype(jnp.int64), M - 1)
+            uu = self.uniform(k, 1000)
             take = functools.partial(_table_take(), self.tables, np.int64(q))
             if discrete:
-                x = take(i)
-            else:
-                j = jnp.minimum(i + 1, M - 1)
+                x = take(jnp.minimum((uu * M).astype(jnp.int64), M - 1))
+            else:  # as kernels.apply_intervention: between the midpoints (i + 0.5) / M
+                pos = jnp.minimum(jnp.maximum(uu * M - 0.5, 0.0), M - 1.0)
+                i = jnp.minimum(pos.astype(jnp.int64), M - 2)
                 w = pos - i
-                x = take(i) * (1.0 - w) + take(j) * w
+                x = take(i) * (1.0 - w) + take(i + 1) * w
             return to_internal(trans, c, sc, x)
         return nat
 

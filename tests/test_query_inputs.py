@@ -272,3 +272,42 @@ def test_numbers_stored_as_text_categories_reach_callables_and_given_as_numbers(
     np.testing.assert_array_equal(b.effect("y", do={"t": flip}, given={"t": 1}).draws,
                                   a.effect("y", do={"t": flip}, given={"t": 1}).draws)
     np.testing.assert_array_equal(b.counterfactual(units=text.head(6), do={"t": flip})["t"][0], 1 - t[:6])
+
+
+def test_stochastic_policies_read_their_table_between_midpoints_and_refuse_what_they_cannot_be(families):
+    """Entry i of a policy's table is its quantile at (i + 0.5) / M. Before, a continuous policy read
+    half a cell high: the top value took 1/M of the draws and the bottom none. Per-unit parameters,
+    an unfrozen scipy distribution and a NumPyro distribution got raw errors (or, with exactly 4,096
+    units, a silently mixed table); a custom rv_discrete was interpolated like a continuous one."""
+    from scipy import stats
+
+    df, post = families
+    x = np.asarray(post.simulate(do={"z": cw.uniform(0.0, 1.0)}, n=100_000)["z"]).ravel()
+    lo, hi = x.min(), x.max()
+    # the end values are the first and last midpoints, each with half a cell (1/8192: 12 of 100,000)
+    np.testing.assert_allclose([lo, hi], [0.5 / 4096, 1 - 0.5 / 4096], rtol=1e-12)
+    assert 3 <= (x == lo).sum() <= 30 and 3 <= (x == hi).sum() <= 30
+    assert abs((x < 0.001).mean() - 0.001) < 4 * np.sqrt(0.001 / x.size)
+    steps = stats.rv_discrete(values=([0, 2, 5], [0.2, 0.5, 0.3]))  # a pmf, no .dist
+    c = np.asarray(post.simulate(do={"c": steps}, n=20_000)["c"]).ravel()
+    assert set(np.unique(c)) == {0.0, 2.0, 5.0}
+    for loc in (df["x"].to_numpy() + 1, np.linspace(0, 1, 4096)):  # (4,096: the table's own length)
+        with pytest.raises(QueryError, match="per-unit values"):
+            post.simulate(do={"x": stats.norm(loc, 0.1)}, n=len(loc))
+    with pytest.raises(QueryError, match=r"frozen with its parameters \(e\.g\. scipy\.stats\.poisson\(4\)"):
+        post.effect("y", do={"c": stats.poisson})
+    with pytest.raises(QueryError, match="'c' is poisson \\(whole numbers\\), and the distribution is continuous"):
+        post.effect("y", do={"c": stats.expon(1.0)})
+
+    class NumPyroLike:  # callable, with sample and log_prob but no quantile function
+        def __call__(self, *a, **k):
+            raise KeyError("rng_key")
+
+        def sample(self, key):
+            return 0.0
+
+        def log_prob(self, x):
+            return 0.0
+
+    with pytest.raises(QueryError, match=r"needs a quantile function \(ppf\)"):
+        post.effect("y", do={"x": NumPyroLike()})
