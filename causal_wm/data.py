@@ -109,8 +109,8 @@ def _column(df: pd.DataFrame, name: str, family: str, where: str, allow_missing:
             vals = vals.copy()
             vals[na] = None  # one marker for missing labels (pandas may hold NaN, None or NA)
         return vals
-    if col.dtype == bool:
-        col = col.astype(float)
+    if pd.api.types.is_bool_dtype(col.dtype):  # numpy bool, pandas "boolean", pyarrow bool[pyarrow]
+        col = col.astype("Float64").astype(float) if col.isna().any() else col.astype(float)
     if isinstance(col.dtype, pd.CategoricalDtype):
         # numbers stored as a pandas category, even as the strings '0'/'1' (as some shipped tables do)
         as_num = pd.to_numeric(pd.Series(col.cat.categories.astype(str)), errors="coerce")
@@ -361,6 +361,12 @@ def check_frame(scm, df) -> None:
         raise DataError(f"data must be a pandas DataFrame, got {type(df).__name__}.")
     if len(df) == 0:
         raise DataError(f"the data for model {scm.name!r} has no rows; pass a non-empty DataFrame.")
+    if isinstance(df.columns, pd.MultiIndex):  # df['x'] finds ('x', ''), but the fit's columns would not
+        raise DataError(
+            f"the data for model {scm.name!r} has {df.columns.nlevels} levels of column headers "
+            f"(e.g. {df.columns[0]!r}); flatten them to one name per column, e.g. "
+            "df.columns = ['_'.join(filter(None, map(str, c))) for c in df.columns]."
+        )
 
 
 def encode(scm, scales: dict[str, NodeScale], df: pd.DataFrame, nodes=None,

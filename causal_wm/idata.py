@@ -9,6 +9,7 @@ import json
 
 import arviz as az
 import numpy as np
+import pandas as pd
 
 from causal_wm import sites
 
@@ -17,9 +18,19 @@ def _str(levels) -> list[str]:
     return [str(v) for v in levels]
 
 
+def unit_labels(index) -> np.ndarray:
+    """The units' coordinate: the index's labels where netCDF can store them (numbers, or strings
+    alone); otherwise their text, ``"('firm1', 2001)"`` for a MultiIndex or a mix of ints and strings,
+    so that ``idata.to_netcdf()`` (and a saved fit) works for any index."""
+    arr = np.asarray(index)
+    if isinstance(index, pd.MultiIndex) or (arr.dtype.kind == "O" and not all(isinstance(v, str) for v in arr)):
+        return np.array([str(v) for v in index], dtype=str)
+    return arr
+
+
 def coords_dims(plan) -> tuple[dict, dict]:
     """ArviZ coords and dims for every parameter site of ``plan``."""
-    coords: dict = {sites.UNIT: np.asarray(plan.index)}
+    coords: dict = {sites.UNIT: unit_labels(plan.index)}
     dims: dict = {}
     for name, lay in plan.layouts.items():
         if lay.columns:

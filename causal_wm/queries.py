@@ -18,7 +18,7 @@ import pandas as pd
 from causal_wm import fused
 from causal_wm import kernels as K
 from causal_wm.data import encode
-from causal_wm.errors import QueryError
+from causal_wm.errors import QueryError, suggest
 from causal_wm.interventions import check_names, compile_do
 from causal_wm.program import original_matrix
 from causal_wm.results import CounterfactualResult, EffectResult, MediationResult, SimulationResult
@@ -620,16 +620,31 @@ def _unit_rows(post, units: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.nd
     units' observed values (for a model with latent nodes or imputed values: the fitted rows)."""
     scm, prog = post.scm, post.program
     if scm.latent or prog.imputed:
-        pos = pd.Index(post.plan.index).get_indexer(units.index)
-        if (pos < 0).any() or not pd.Index(post.plan.index).is_unique:
+        fitted = pd.Index(post.plan.index)
+        pos = fitted.get_indexer(units.index) if fitted.is_unique else np.full(len(units), -1)
+        if (pos < 0).any():
             what = (f"latent nodes {list(scm.latent)}" if scm.latent else "") + (" and " if scm.latent and
                                                                              prog.imputed else "")
             what += f"imputed values of {list(prog.imputed)}" if prog.imputed else ""
+            if not fitted.is_unique:
+                twice = _plain([fitted[fitted.duplicated()][0]])[0]
+                raise QueryError(
+                    f"model {scm.name!r} has {what}, known only for the fitted units, and the fitting data's "
+                    f"index repeats labels (e.g. {twice!r}), so units cannot be matched to their rows: fit with a "
+                    "unique index (e.g. df.reset_index(drop=True)) and pass its rows."
+                )
             raise QueryError(
                 f"model {scm.name!r} has {what}, whose values are only known for "
                 "the fitted units: pass rows of the fitting data (with their original index)."
             )
         return prog.data, prog.orig, pos.astype(np.int64), _as_fitted(post, units, pos)
+    missing = [n for n in scm.observed if n not in units.columns]
+    if missing:
+        raise QueryError(
+            f"units lack the column{'s' * (len(missing) > 1)} {missing}{suggest(missing[0], map(str, units.columns))}; "
+            "a counterfactual abducts every observed node of each unit, so units need a value of each "
+            f"({list(scm.observed)})."
+        )
     enc = encode(scm, post.plan.scales, units)
     data = np.full((len(units), len(prog.names)), np.nan)
     for name, v in enc.items():

@@ -29,6 +29,10 @@ def write_frame(frame: pd.DataFrame, d: Path) -> None:
     as ``d/data_types.json``, so that :func:`read_frame` gives back the same values of the same types:
     labels that look like numbers stay labels ("10", "0001"), "NA" stays a label, booleans and
     categories (with their order) come back as they were."""
+    if isinstance(frame.index, pd.MultiIndex):  # one column of labels: their text, as the posterior's coords
+        from causal_wm.idata import unit_labels
+
+        frame = frame.set_axis(pd.Index(unit_labels(frame.index)))
     frame = frame.rename_axis("unit")  # a new index object: the caller's keeps its name
     types = {"index": _type_of(frame.index), "columns": {str(c): _type_of(frame[c]) for c in frame.columns}}
     frame.to_csv(d / "data.csv", float_format="%.17g")

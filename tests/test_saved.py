@@ -110,3 +110,41 @@ def test_a_folder_without_recorded_types_is_refused_where_its_categories_changed
     (folder / TYPES_FILE).unlink()
     with pytest.raises(StudyError, match=r"no longer fit the saved model|node 'g' has categories"):
         load_posterior(folder)
+
+
+def test_unusual_indexes_and_headers_give_a_posterior_that_saves_or_a_clear_error(tmp_path):
+    """A (firm, year) MultiIndex or an index mixing ints and strings: the fit and queries worked but
+    ``idata.to_netcdf()`` (and so a saved fit) failed with a raw TypeError; two levels of column
+    headers passed the data checks and failed after sampling; a bool[pyarrow] bernoulli column was
+    refused as not numeric."""
+    rng = np.random.default_rng(2)
+    n = 40
+    base = pd.DataFrame({"x": rng.normal(size=n), "t": rng.random(n) < 0.5})
+    base["y"] = base["x"] + base["t"] + rng.normal(size=n)
+    model = {"name": "ix", "nodes": {"x": {}, "t": {"family": "bernoulli", "formula": "x"}, "y": {"formula": "x + t"}}}
+    for index in (pd.MultiIndex.from_product([["a", "b"], range(2000, 2020)], names=["firm", "year"]),
+                  pd.Index([i if i % 2 else f"u{i}" for i in range(n)], dtype=object)):
+        post = _post(base.set_axis(index), model)
+        post.idata.to_netcdf(tmp_path / "p.nc")
+        assert list(post.idata.posterior.coords) and str(index[0]) in post.idata.observed_data["unit"].values
+        assert save_fit(post, tmp_path / f"f{len(list(tmp_path.iterdir()))}").is_dir()
+    with pytest.raises(cw.DataError, match="2 levels of column headers"):
+        _post(base.set_axis(pd.MultiIndex.from_tuples([(c, "") for c in base.columns]), axis=1), model)
+    pytest.importorskip("pyarrow")
+    arrow = base.astype({"t": "bool[pyarrow]"})
+    np.testing.assert_array_equal(_post(arrow, model).effect("y", do={"t": 1}, vs={"t": 0}).draws,
+                                  _post(base, model).effect("y", do={"t": 1}, vs={"t": 0}).draws)
+
+
+def test_units_of_a_latent_model_fitted_with_a_repeated_index_and_units_lacking_a_column_are_query_errors():
+    rng = np.random.default_rng(3)
+    n = 30
+    df = pd.DataFrame({"x": rng.normal(size=n), "z": rng.normal(size=n)})
+    df["y"] = df["x"] + rng.normal(size=n)
+    post = _post(df.set_axis([0, 0, *range(2, n)]), {"name": "lat", "nodes": {
+        "u": {"latent": True}, "x": {"formula": "u"}, "y": {"formula": "x + u"}, "z": {}}})
+    with pytest.raises(cw.QueryError, match=r"index repeats labels \(e\.g\. 0\).*reset_index"):
+        post.counterfactual(units=post.plan.frame.iloc[2:4], do={"x": 0.0})
+    plain = _post(df, {"name": "p", "nodes": {"x": {}, "y": {"formula": "x"}, "z": {}}})
+    with pytest.raises(cw.QueryError, match=r"units lack the column \['z'\]"):
+        plain.counterfactual(units=df[["x", "y"]], do={"x": 0.0})
