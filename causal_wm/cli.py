@@ -171,18 +171,20 @@ def query(
     units: str = typer.Option(None, "--units", help="Units to average over, e.g. \"age > 30 and black == 1\"."),
     counterfactual: bool = typer.Option(False, "--counterfactual", help="Per-unit counterfactuals instead."),
     prob: float = typer.Option(0.9, "--prob", help="Interval probability."),
+    level: str = typer.Option(None, "--level", help="Category of a categorical outcome (effect queries): the "
+                              "effect on the probability of that category."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ):
     """Ask a new question of a saved posterior, without refitting."""
     import pandas as pd
 
     from causal_wm.errors import CausalWMError, QueryError
-    from causal_wm.saved import load_posterior, parse_assignment, select_units
+    from causal_wm.saved import load_posterior, select_units
 
     try:
         post = load_posterior(results_dir)
-        do_map = dict(parse_assignment(x) for x in do)
-        vs_map = dict(parse_assignment(x) for x in (vs or []))
+        do_map = _assignments(post, do)
+        vs_map = _assignments(post, vs or [])
         mask = select_units(post.plan.frame, units)
         if counterfactual:
             res = post.counterfactual(units=post.plan.frame[mask], do=do_map, summary_only=True, prob=prob)
@@ -198,7 +200,9 @@ def query(
         else:
             if not outcome:
                 raise QueryError("an effect query needs --outcome NODE.")
-            res = post.effect(outcome, do=do_map, vs=vs_map, given=mask)
+            if level is not None and outcome in post.plan.scales:
+                level = _label(post, outcome, level)
+            res = post.effect(outcome, do=do_map, vs=vs_map, given=mask, level=level)
             table = res.summary(prob)
     except CausalWMError as exc:
         _fail(exc, debug)
@@ -207,6 +211,28 @@ def query(
         typer.echo(table.to_string())
     if not post.ok:
         typer.echo("warning: the saved fit did not pass its convergence checks.", err=True)
+
+
+def _label(post, name: str, text: str):
+    """The category of ``name`` written ``text`` on the command line (labels 10 and "10" both read
+    "10"), or ``text`` itself where none is."""
+    levels = post.plan.scales[name].levels or ()
+    return next((lv for lv in levels if str(lv) == text), text)
+
+
+def _assignments(post, texts) -> dict:
+    """NODE=VALUE interventions, with a categorical node's value read as its category's label."""
+    from causal_wm.saved import parse_assignment
+
+    out = {}
+    for text in texts:
+        name, value = parse_assignment(text)
+        if name in post.plan.scales and post.plan.scales[name].levels is not None:
+            raw = text.split("=", 1)[1].strip()
+            label = _label(post, name, raw)
+            value = label if label != raw or raw in post.plan.scales[name].levels else value
+        out[name] = value
+    return out
 
 
 @app.command()

@@ -383,7 +383,8 @@ def simulate(post, do: Mapping | None = None, n: int = 1000, seed: int | None = 
     _check_finite("simulate", {n: v for n, v in values.items() if post.plan.scales[n].levels is None}, do or {})
     _exact_set_values(post, do or {}, values)
     levels = {n: tuple(post.plan.scales[n].levels) for n in prog.names if post.plan.scales[n].levels is not None}
-    return SimulationResult(values, draws, dict(do or {}), seed_used, post.diagnostics().to_dict(), levels)
+    return SimulationResult(values, draws, dict(do or {}), seed_used, post.diagnostics().to_dict(), levels,
+                            posterior_shape=post.shape)
 
 
 # families whose values pass through exp (a log link): where an intervention can overflow them

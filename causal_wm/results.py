@@ -22,6 +22,16 @@ COUPLING = (
 )
 
 
+def _recorded(table: pd.DataFrame, result) -> pd.DataFrame:
+    """``table`` with the result's record in ``table.attrs``: ``converged`` (the fit's verdict),
+    ``diagnostics``, ``warnings`` and ``seed``, so a summary passed on alone still says whether its fit
+    converged (pandas keeps ``attrs`` through most operations, not through every one)."""
+    diag = dict(getattr(result, "diagnostics", {}) or {})
+    table.attrs.update(converged=bool(diag.get("ok", True)), diagnostics=diag,
+                       warnings=list(getattr(result, "warnings", ()) or ()), seed=getattr(result, "seed", None))
+    return table
+
+
 def _prob(prob: float) -> float:
     if not isinstance(prob, (int, float)) or not 0 < prob < 1:
         raise QueryError(f"prob must be in (0, 1), got {prob!r}.")
@@ -111,7 +121,7 @@ class EffectResult:
                 "quantity": label, "estimate": float(d.mean()), "lower": lo, "upper": hi,
                 "mcse": mcse_mean(d), "prob_positive": float((d > 0).mean()) if label == "effect" else np.nan,
             })
-        return pd.DataFrame(rows).set_index("quantity")
+        return _recorded(pd.DataFrame(rows).set_index("quantity"), self)
 
     def to_dict(self, prob: float = 0.9) -> dict:
         """JSON-ready summary with the interval, MCSE, seed and diagnostics."""
@@ -126,8 +136,9 @@ class EffectResult:
 
     def __repr__(self) -> str:
         lo, hi = self.interval(0.9)
+        flag = "" if (self.diagnostics or {}).get("ok", True) else ", FIT NOT CONVERGED: see .warnings"
         return (f"EffectResult({self.outcome}: mean {self.mean():.4g}, 90% interval [{lo:.4g}, {hi:.4g}], "
-                f"P(>0) {self.prob_positive():.3f}, {self.n_units} units)")
+                f"P(>0) {self.prob_positive():.3f}, {self.n_units} units{flag})")
 
 
 def _jsonable(d):
@@ -156,6 +167,7 @@ class SimulationResult:
     seed: int
     diagnostics: dict
     levels: dict = field(default_factory=dict)  # node -> its named levels (values reported by label)
+    posterior_shape: tuple = ()  # (chains, draws) of the posterior the draws index
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self.values:
@@ -179,8 +191,21 @@ class SimulationResult:
             for name, x in cols.items():
                 lo, hi = interval(x, prob)
                 rows.append({"node": name, "estimate": float(x.mean()), "sd": float(x.std()), "lower": lo,
-                             "upper": hi, "mcse": float(x.std() / np.sqrt(len(x)))})
-        return pd.DataFrame(rows).set_index("node")
+                             "upper": hi, "mcse": self._mcse(x)})
+        return _recorded(pd.DataFrame(rows).set_index("node"), self)
+
+    def _mcse(self, x: np.ndarray) -> float:
+        """MCSE of the mean of ``x``. Where every posterior draw is used (n >= draws), samples of the
+        same draw share its parameters and neighbouring draws are autocorrelated, so sd/sqrt(n) is too
+        small (by 2x in a probe): the per-draw means form a chain whose MCSE is the answer's. With
+        fewer samples than draws, each sample has its own random draw and sd/sqrt(n) stands."""
+        if len(self.posterior_shape) == 2:
+            chains, draws = self.posterior_shape
+            counts = np.bincount(self.draw_index, minlength=chains * draws)
+            if len(counts) == chains * draws and counts.min() > 0:
+                means = np.bincount(self.draw_index, weights=x, minlength=chains * draws) / counts
+                return mcse_mean(means.reshape(chains, draws))
+        return float(x.std() / np.sqrt(len(x)))
 
     def to_dict(self, prob: float = 0.9) -> dict:
         """JSON-ready summary."""
@@ -255,7 +280,7 @@ class CounterfactualResult:
                 "unit": self.factual.index, "node": k, "factual": fact, "estimate": mean, "sd": sd,
                 "lower": lo, "upper": hi,
             }))
-        return pd.concat(frames, ignore_index=True)
+        return _recorded(pd.concat(frames, ignore_index=True), self)
 
     def _level_rows(self, k: str, prob: float | None) -> list[pd.DataFrame]:
         # summary_only keeps, per unit and level, (mean, SD, lower, upper) of "k takes this level",
@@ -324,7 +349,7 @@ class MediationResult:
             lo, hi = interval(pm, prob)
             rows.append({"quantity": "proportion mediated", "estimate": float(np.median(pm)), "lower": lo,
                          "upper": hi, "mcse": np.nan, "prob_positive": float((pm > 0).mean())})
-        return pd.DataFrame(rows).set_index("quantity")
+        return _recorded(pd.DataFrame(rows).set_index("quantity"), self.total)
 
     def to_dict(self, prob: float = 0.9) -> dict:
         """JSON-ready summary."""

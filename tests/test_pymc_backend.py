@@ -117,6 +117,8 @@ def test_nutpie_sampler_through_pymc(lg_fit):
     scm, df, _, nuts = lg_fit
     post = quiet_fit(scm, df.iloc[:300], backend="pymc", sampler="nutpie", chains=2, draws=1000, warmup=500, seed=4)
     assert post.settings.sampler == "nutpie"
+    # the same variables as NumPyro's posterior (nutpie also returned its unconstrained x__sigma_log__)
+    assert set(post.idata.posterior.data_vars) == set(nuts.idata.posterior.data_vars)
     eff = post.effect("y", do={"t": 1.0}, vs={"t": 0.0})
     ref = nuts.effect("y", do={"t": 1.0}, vs={"t": 0.0})
     assert abs(eff.mean() - ref.mean()) < 4 * np.hypot(eff.sd(), ref.sd())

@@ -311,3 +311,36 @@ def test_stochastic_policies_read_their_table_between_midpoints_and_refuse_what_
 
     with pytest.raises(QueryError, match=r"needs a quantile function \(ppf\)"):
         post.effect("y", do={"x": NumPyroLike()})
+
+
+def test_simulation_mcse_counts_the_posterior_draws_the_samples_share():
+    """n = 20,000 samples over 1,000 posterior draws: the mean's Monte Carlo error is
+    sqrt(Var(E[z | draw]) / draws + Var(noise) / n), not sd / sqrt(n) (before: about half of it)."""
+    df = pd.DataFrame({"z": np.random.default_rng(8).normal(5.0, 2.0, 300)})
+    scm = cw.SCM.from_dict({"name": "m", "nodes": {"z": {}}})
+    rng = np.random.default_rng(9)
+    post = posterior_from_params(scm, df, {"z__intercept": rng.normal(0.0, 0.5, (2, 500)),
+                                           "z__sigma": np.ones((2, 500))})
+    sim = post.simulate(n=20_000, seed=1)
+    scale = post.plan.scales["z"].scale
+    truth = scale * np.sqrt(0.25 / 1000 + 1.0 / 20_000)
+    got = sim.summary().loc["z", "mcse"]
+    assert abs(got / truth - 1) < 0.25, (got, truth)
+    assert got > 1.8 * np.asarray(sim["z"]).std() / np.sqrt(20_000)
+
+
+def test_every_summary_carries_whether_its_fit_converged(families):
+    """A summary table passed on alone said nothing of its fit; its attrs now hold the verdict,
+    the diagnostics, the warnings and the seed (and an effect's repr flags a fit that failed)."""
+    import dataclasses
+
+    df, post = families
+    eff = post.effect("y", do={"x": 1.0}, vs={"x": 0.0})
+    for result in (eff, post.simulate(n=50), post.counterfactual(units=df.head(3), do={"x": 0.0}),
+                   post.mediation("z", "x", "y", treat_value=1.0, control_value=0.0)):
+        table = result.summary()
+        assert table.attrs["converged"] is True and table.attrs["seed"] is not None
+        assert "max_rhat" in table.attrs["diagnostics"]
+    failed = dataclasses.replace(eff, diagnostics={**eff.diagnostics, "ok": False}, warnings=("R-hat 1.2",))
+    assert failed.summary().attrs["converged"] is False and failed.summary().attrs["warnings"] == ["R-hat 1.2"]
+    assert "FIT NOT CONVERGED" in repr(failed) and "NOT" not in repr(eff)

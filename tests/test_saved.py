@@ -148,3 +148,21 @@ def test_units_of_a_latent_model_fitted_with_a_repeated_index_and_units_lacking_
     plain = _post(df, {"name": "p", "nodes": {"x": {}, "y": {"formula": "x"}, "z": {}}})
     with pytest.raises(cw.QueryError, match=r"units lack the column \['z'\]"):
         plain.counterfactual(units=df[["x", "y"]], do={"x": 0.0})
+
+
+def test_cli_query_reads_categories_as_labels_and_takes_a_level(saved):
+    """`causal-wm query` parsed `--do g=10` as the number 10, which a saved fit whose labels are the
+    strings "1", "2", "10" refuses; and it had no --level for a categorical outcome."""
+    from typer.testing import CliRunner
+
+    from causal_wm.cli import app
+
+    df, post, folder = saved
+    r = CliRunner().invoke(app, ["query", str(folder), "--outcome", "y", "--do", "g=10", "--vs", "g=2"])
+    assert r.exit_code == 0, r.output
+    want = post.effect("y", do={"g": "10"}, vs={"g": "2"}).mean()  # the table prints 6 significant digits
+    assert abs(float(r.output.split("effect")[1].split()[0]) - want) < 1e-5 * max(1.0, abs(want))
+    r = CliRunner().invoke(app, ["query", str(folder), "--outcome", "region", "--level", "NA", "--do", "region=NA"])
+    assert r.exit_code == 0, r.output
+    share = float((df["region"] == "NA").mean())  # do(region = NA) against its own value, per unit
+    assert abs(float(r.output.split("effect")[1].split()[0]) - (1 - share)) < 1e-5

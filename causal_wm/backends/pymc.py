@@ -219,7 +219,9 @@ def sample(plan, s):
         if s.chains * s.draws * plan.n * len(plan.scm.observed) <= 5e7:
             pm.compute_log_likelihood(idata, progressbar=False)
             loglik = _full_loglik(plan, {k: np.asarray(v) for k, v in idata.log_likelihood.items()})
-    samples = {k: np.asarray(v) for k, v in idata.posterior.items()}
+    # the model's own variables only: nutpie also returns the unconstrained values (x__sigma_log__)
+    keep = {v.name for v in (*model.free_RVs, *model.deterministics)}
+    samples = {k: np.asarray(v) for k, v in idata.posterior.items() if k in keep}
     ss = idata.sample_stats
     stats = {}
     for ours, theirs in (("diverging", "diverging"), ("energy", "energy"), ("n_steps", "n_steps"),
