@@ -101,7 +101,8 @@ class Posterior:
         ``given``) of E[outcome] under ``do`` minus under ``vs``. Nodes not downstream of the
         intervention keep each unit's observed values; downstream nodes get fresh noise shared
         by both worlds; the outcome's own noise is integrated exactly. The interval is
-        epistemic uncertainty about the population average.
+        epistemic uncertainty about the population average, plus a small Monte Carlo error where
+        a nonlinear path keeps the shared noise from cancelling (docs/queries.md, "effect").
 
         Parameters
         ----------

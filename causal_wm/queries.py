@@ -191,8 +191,9 @@ def _contrast(post, outcome, do, vs, units, from_vs, level, seed, engine=None) -
     level_code = _level_code(post, outcome, level)
     ancestors = nx.ancestors(scm.graph, outcome) | {outcome}
     needed = np.array([n in ancestors for n in prog.names])
-    # Both worlds regenerate everything downstream of either intervention, with shared noise, so
-    # the contrast carries no noise of its own (common random numbers).
+    # Both worlds regenerate everything downstream of either intervention, with shared noise
+    # (common random numbers): it cancels on linear-Gaussian paths; on others one draw per unit
+    # leaves a Monte Carlo error of order sd / sqrt(units) per posterior draw (docs/queries.md).
     src = _sources(post, set(do) | set(vs), "fresh")
     worlds = []
     index = pd.Index(post.plan.index)[units]
@@ -257,15 +258,57 @@ def mediation(post, treatment: str, mediator, outcome: str, treat_value=1, contr
     do, vs = {treatment: treat_value}, {treatment: control_value}
     total = _contrast(post, outcome, do, vs, units, (), level, seed, engine)  # Y(t1, M(t1)) vs Y(t0, M(t0))
     direct = _contrast(post, outcome, do, vs, units, mediators, level, seed, engine)  # Y(t1, M(t0)) vs Y(t0, M(t0))
-    warnings = list(post.warnings_for_results())
-    args = (len(units), desc, seed, warnings)
+    warnings = list(post.warnings_for_results()) + _identification_warning(scm, {treatment}, outcome)
+    split = warnings + _natural_effects_warning(scm, treatment, mediators, outcome)
+    args = (len(units), desc, seed)
     return MediationResult(
         treatment=treatment, mediators=tuple(mediators), outcome=outcome,
-        total=_result(post, outcome, do, vs, total[:, 0], total[:, 1], *args),
-        direct=_result(post, outcome, do, vs, direct[:, 0], direct[:, 1], *args),
+        total=_result(post, outcome, do, vs, total[:, 0], total[:, 1], *args, warnings),
+        direct=_result(post, outcome, do, vs, direct[:, 0], direct[:, 1], *args, split),
         indirect=_result(post, outcome, do, {treatment: treat_value, **{m: "M(t0)" for m in mediators}},
-                         total[:, 0], direct[:, 0], *args),
+                         total[:, 0], direct[:, 0], *args, split),
     )
+
+
+def _natural_effects_warning(scm, treatment: str, mediators, outcome: str) -> list[str]:
+    """Warn where the graph leaves natural direct and indirect effects unidentified even with the
+    total effect identified: a mediator-outcome confounder that is latent, or that the treatment
+    affects (a "recanting witness", Avin, Shpitser & Pearl 2005). The split then rests on the model's
+    structural equations (cross-world assumptions), not on the data."""
+    import warnings as _w
+
+    from causal_wm.errors import IdentificationWarning
+
+    g = scm.graph
+    meds = set(mediators)
+    off = g.subgraph(set(g.nodes) - meds)  # paths to the outcome that avoid the mediators
+    no_t = g.subgraph(set(g.nodes) - {treatment})  # into a mediator other than through the treatment
+    into_m = set().union(*(nx.ancestors(no_t, m) for m in meds)) - meds
+    confounders = sorted(c for c in into_m if c != outcome and c in off and outcome in off
+                         and nx.has_path(off, c, outcome))
+    induced = [c for c in confounders if treatment in nx.ancestors(g, c)]
+    # a latent node confounds where it reaches a mediator and the outcome through latent nodes only
+    # (a path through an observed node is blocked by the model's adjustment for it)
+    hidden = g.subgraph([n for n in g.nodes if scm.node(n).latent])
+    latent = []
+    for u in sorted(n for n in hidden.nodes if treatment not in nx.ancestors(g, n)):
+        via = {u} | nx.descendants(hidden, u)
+        reach = {c for v in via for c in g.successors(v)}
+        if reach & meds and outcome in reach:
+            latent.append(u)
+    why = []
+    if latent:
+        why.append(f"the latent {latent} confound{'s' * (len(latent) == 1)} the mediator and the outcome")
+    if induced:
+        why.append(f"{induced}, affected by the treatment, confound{'s' * (len(induced) == 1)} the mediator and "
+                   "the outcome")
+    if not why:
+        return []
+    msg = (f"natural direct and indirect effects of {treatment!r} through {sorted(meds)} on {outcome!r} are not "
+           f"identified by the data: {' and '.join(why)}. The split rests on the model's structural equations "
+           "(its cross-world assumptions); the total effect does not.")
+    _w.warn(msg, IdentificationWarning, stacklevel=4)
+    return [msg]
 
 
 def check_mediation_paths(scm, treatment: str, mediators, outcome: str, what: str = "mediation") -> None:

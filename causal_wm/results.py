@@ -320,7 +320,8 @@ class MediationResult:
     Y(t1, M(t0)); ``total`` is their sum. Each is an :class:`EffectResult` over the same draws,
     so ``proportion_mediated`` carries their joint uncertainty. Identification of natural effects
     needs no unmeasured mediator-outcome confounding and no mediator-outcome confounder affected by
-    the treatment (cross-world independence); the SCM assumes both.
+    the treatment (cross-world independence); where the graph shows either, the direct and indirect
+    results carry an identification warning.
     """
 
     treatment: str

@@ -7,6 +7,8 @@ number is computed here from the data and the parameters.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -344,3 +346,36 @@ def test_every_summary_carries_whether_its_fit_converged(families):
     failed = dataclasses.replace(eff, diagnostics={**eff.diagnostics, "ok": False}, warnings=("R-hat 1.2",))
     assert failed.summary().attrs["converged"] is False and failed.summary().attrs["warnings"] == ["R-hat 1.2"]
     assert "FIT NOT CONVERGED" in repr(failed) and "NOT" not in repr(eff)
+
+
+@pytest.mark.parametrize("nodes, warns", [
+    # a latent mediator-outcome confounder: the total effect is identified, the split is not
+    ({"u": {"latent": True}, "t": {"family": "bernoulli"}, "m": {"formula": "t + u"}, "y": {"formula": "t + m + u"}},
+     "latent \\['u'\\] confounds the mediator and the outcome"),
+    # a confounder of mediator and outcome that the treatment affects (a recanting witness)
+    ({"t": {"family": "bernoulli"}, "L": {"formula": "t"}, "m": {"formula": "t + L"}, "y": {"formula": "t + m + L"}},
+     "\\['L'\\], affected by the treatment, confounds"),
+    # an observed confounder not affected by the treatment: identified, no warning
+    ({"c": {}, "t": {"family": "bernoulli", "formula": "c"}, "m": {"formula": "t + c"}, "y": {"formula": "t + m + c"}},
+     None),
+])
+def test_mediation_warns_where_natural_effects_are_not_identified(nodes, warns):
+    """Before, mediation returned natural direct and indirect effects with no warning where the graph
+    leaves them unidentified; the numbers are the model's cross-world answer, and now say so."""
+    import warnings
+
+    rng = np.random.default_rng(10)
+    n = 80
+    df = pd.DataFrame({k: rng.normal(size=n) for k in nodes if not nodes[k].get("latent")})
+    df["t"] = rng.integers(0, 2, n)
+    post = _post({"name": "med", "nodes": nodes}, df)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        med = post.mediation("t", "m", "y")
+    said = [str(w.message) for w in caught if issubclass(w.category, cw.IdentificationWarning)]
+    if warns is None:
+        assert said == [] and med.direct.warnings == ()
+    else:
+        assert len(said) == 1 and re.search(warns, said[0]) and "not identified" in said[0]
+        assert said[0] in med.direct.warnings and said[0] in med.indirect.warnings
+        assert said[0] not in med.total.warnings
