@@ -195,6 +195,7 @@ def _contrast(post, outcome, do, vs, units, from_vs, level, seed, engine=None) -
     # (common random numbers): it cancels on linear-Gaussian paths; on others one draw per unit
     # leaves a Monte Carlo error of order sd / sqrt(units) per posterior draw (docs/queries.md).
     src = _sources(post, set(do) | set(vs), "fresh")
+    _check_finite_mean(post, outcome, [n for k, n in enumerate(prog.names) if needed[k] and src[k] == K.FRESH])
     worlds = []
     index = pd.Index(post.plan.index)[units]
     do, vs = _aligned(do, index), _aligned(vs, index, "vs")
@@ -218,6 +219,31 @@ def _contrast(post, outcome, do, vs, units, from_vs, level, seed, engine=None) -
         worlds[1][0], worlds[1][1], worlds[1][2], worlds[1][3],
         tables, needed, prog.index(outcome), level_code,
     )
+
+
+UNBOUNDED_FAMILIES = frozenset({"normal", "student_t", "lognormal", "poisson", "negative_binomial"})
+
+
+def _check_finite_mean(post, outcome: str, redrawn) -> None:
+    """Refuse an effect whose outcome mean is infinite under the model: an exp-link outcome (lognormal,
+    counts) of a student_t node drawn afresh, through nodes that do not bound it. E[exp(b T)] is
+    infinite for any b != 0 when T has polynomial tails, so any number the engine returned would be
+    an artefact of its draws (it was: 527 to 1.8e20 by seed, with an 'epistemic' interval)."""
+    scm = post.scm
+    if scm.node(outcome).family not in EXP_LINK_FAMILIES:
+        return
+    free = scm.graph.subgraph([n for n in redrawn if scm.node(n).family in UNBOUNDED_FAMILIES] + [outcome])
+    heavy = sorted(n for n in redrawn if n != outcome and scm.node(n).family == "student_t"
+                   and n in free and nx.has_path(free, n, outcome))
+    if heavy:
+        raise QueryError(
+            f"E[{outcome}] is infinite under this model and intervention: {outcome!r} is "
+            f"{scm.node(outcome).family} (its mean is exp of its parents), and the student_t "
+            f"{'nodes' if len(heavy) > 1 else 'node'} {heavy}, redrawn by the intervention, "
+            f"{'reach' if len(heavy) > 1 else 'reaches'} it through "
+            "unbounded nodes; exp of a heavy-tailed variable has no mean. Model them as normal, ask for the "
+            "effect on another outcome, or use simulate/counterfactual, whose draws (and medians) exist."
+        )
 
 
 def _walks_counts(post, srcs, kind: int, needed, skip: str | None = None) -> bool:
