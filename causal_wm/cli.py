@@ -24,6 +24,9 @@ def _version(value: bool) -> None:
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="Print the version and exit.")) -> None:
     """Fit structural causal models and answer causal questions with uncertainty."""
+    # every command starts from warnings only: a level raised by an earlier command in the same
+    # process (run and fit show progress) must not put log lines into report's or query's output
+    _log_to_terminal(quiet=True)
 
 
 def _bars(quiet: bool) -> bool:

@@ -18,7 +18,7 @@ import pandas as pd
 from causal_wm import fused
 from causal_wm import kernels as K
 from causal_wm.data import encode
-from causal_wm.errors import QueryError, suggest
+from causal_wm.errors import DataError, QueryError, suggest
 from causal_wm.interventions import check_names, compile_do
 from causal_wm.program import original_matrix
 from causal_wm.results import CounterfactualResult, EffectResult, MediationResult, SimulationResult
@@ -710,10 +710,10 @@ def _unit_rows(post, units: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.nd
         return prog.data, prog.orig, pos.astype(np.int64), _as_fitted(post, units, pos)
     missing = [n for n in scm.observed if n not in units.columns]
     if missing:
-        raise QueryError(
-            f"units lack the column{'s' * (len(missing) > 1)} {missing}{suggest(missing[0], map(str, units.columns))}; "
-            "a counterfactual abducts every observed node of each unit, so units need a value of each "
-            f"({list(scm.observed)})."
+        raise DataError(
+            f"column{'s' * (len(missing) > 1)} {missing} {'are' if len(missing) > 1 else 'is'} missing from units"
+            f"{suggest(missing[0], map(str, units.columns))}; a counterfactual abducts every observed node of each "
+            f"unit, so units need a value of each ({list(scm.observed)})."
         )
     enc = encode(scm, post.plan.scales, units)
     data = np.full((len(units), len(prog.names)), np.nan)

@@ -342,3 +342,20 @@ def test_cli_logging_follows_the_current_stderr(monkeypatch):
     cli._log_to_terminal(False)
     logging.getLogger("causal_wm").info("a record")
     assert second.getvalue() == "a record\n"
+
+
+def test_report_prints_only_its_path_whatever_level_an_earlier_command_left(copy):
+    """`causal-wm run` without --quiet raises the log level to show progress; a later `report` in the
+    same process (a test session, a notebook) printed 'report written to ...' into its output, which
+    is the path alone (failed in a fresh-clone run, depending on test order)."""
+    import logging
+
+    from causal_wm.cli import _log_to_terminal
+
+    _log_to_terminal(quiet=False)  # what a `run` without --quiet leaves behind
+    try:
+        r = CliRunner().invoke(app, ["report", str(copy)])
+    finally:
+        logging.getLogger("causal_wm").setLevel(logging.WARNING)
+    assert r.exit_code == 0, r.output
+    assert r.output.strip() == str(copy / "report.html")

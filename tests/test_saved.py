@@ -136,7 +136,7 @@ def test_unusual_indexes_and_headers_give_a_posterior_that_saves_or_a_clear_erro
                                   _post(base, model).effect("y", do={"t": 1}, vs={"t": 0}).draws)
 
 
-def test_units_of_a_latent_model_fitted_with_a_repeated_index_and_units_lacking_a_column_are_query_errors():
+def test_units_of_a_latent_model_fitted_with_a_repeated_index_or_lacking_a_column_get_clear_errors():
     rng = np.random.default_rng(3)
     n = 30
     df = pd.DataFrame({"x": rng.normal(size=n), "z": rng.normal(size=n)})
@@ -146,7 +146,7 @@ def test_units_of_a_latent_model_fitted_with_a_repeated_index_and_units_lacking_
     with pytest.raises(cw.QueryError, match=r"index repeats labels \(e\.g\. 0\).*reset_index"):
         post.counterfactual(units=post.plan.frame.iloc[2:4], do={"x": 0.0})
     plain = _post(df, {"name": "p", "nodes": {"x": {}, "y": {"formula": "x"}, "z": {}}})
-    with pytest.raises(cw.QueryError, match=r"units lack the column \['z'\]"):
+    with pytest.raises(cw.DataError, match=r"column \['z'\] is missing from units"):
         plain.counterfactual(units=df[["x", "y"]], do={"x": 0.0})
 
 
