@@ -85,8 +85,8 @@ def _typed(col: pd.Series, kind: dict, name: str):
     k = kind.get("kind")
     if k == "number":
         out = pd.to_numeric(col)
-        return out.astype(kind["dtype"]) if not (out.isna().any() and kind["dtype"].startswith(("int", "uint"))) \
-            else out
+        plain_int = kind["dtype"].startswith(("int", "uint"))  # numpy integers cannot hold a missing value
+        return out if plain_int and out.isna().any() else out.astype(kind["dtype"])
     if k == "bool":
         out = col.map({"True": True, "False": False})
         if out.notna().sum() != col.notna().sum():
