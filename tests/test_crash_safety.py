@@ -174,6 +174,7 @@ def _host() -> str:
     return f"{zlib.crc32(socket.gethostname().encode()):08x}"
 
 
+@pytest.mark.slow  # two CLI runs at once; the default tests cover a kill and a rerun
 def test_two_concurrent_runs_into_one_folder_do_not_corrupt_each_other(study, tmp_path):
     out = tmp_path / "out"
     (out / "crash").mkdir(parents=True)  # an earlier run's results: each run must swap it out

@@ -67,6 +67,7 @@ def test_to_pymc_has_the_shared_names_and_dims():
     assert list(m.coords["y__term"]) == ["t", "x", "t:x", "L"]
 
 
+@pytest.mark.slow  # a fit per backend (statistical; the log-density tests compare the backends by default)
 def test_posteriors_and_effects_agree_between_backends():
     df, _ = simulate_lg(300, seed=8)
     scm = cw.SCM.from_dict(LG_MODEL)

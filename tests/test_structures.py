@@ -113,6 +113,7 @@ def test_latent_confounder_with_proxies():
         post.counterfactual(units=df.iloc[:5].set_index(pd.Index([10_000 + i for i in range(5)])), do={"t": 0.0})
 
 
+@pytest.mark.slow  # an SVI fit against NUTS (statistical; test_svi_loss_trend_* checks the verdict in the default run)
 def test_svi_agrees_with_nuts(lg_fit):
     scm, df, _, nuts = lg_fit
     svi = scm.fit(df, method="svi", guide="lowrank", steps=3000, draws=1000, chains=1, seed=0)
