@@ -204,7 +204,7 @@ def query(
             if not outcome:
                 raise QueryError("an effect query needs --outcome NODE.")
             if level is not None and outcome in post.plan.scales:
-                level = _label(post, outcome, level)
+                level = _label(post, outcome, level) or level
             res = post.effect(outcome, do=do_map, vs=vs_map, given=mask, level=level)
             table = res.summary(prob)
     except CausalWMError as exc:
@@ -218,9 +218,9 @@ def query(
 
 def _label(post, name: str, text: str):
     """The category of ``name`` written ``text`` on the command line (labels 10 and "10" both read
-    "10"), or ``text`` itself where none is."""
+    "10"), or None where none is."""
     levels = post.plan.scales[name].levels or ()
-    return next((lv for lv in levels if str(lv) == text), text)
+    return next((lv for lv in levels if str(lv) == text), None)
 
 
 def _assignments(post, texts) -> dict:
@@ -230,11 +230,8 @@ def _assignments(post, texts) -> dict:
     out = {}
     for text in texts:
         name, value = parse_assignment(text)
-        if name in post.plan.scales and post.plan.scales[name].levels is not None:
-            raw = text.split("=", 1)[1].strip()
-            label = _label(post, name, raw)
-            value = label if label != raw or raw in post.plan.scales[name].levels else value
-        out[name] = value
+        label = _label(post, name, text.split("=", 1)[1].strip()) if name in post.plan.scales else None
+        out[name] = value if label is None else label
     return out
 
 

@@ -289,7 +289,8 @@ def _quantile_table(name: str, dist) -> tuple[np.ndarray, bool]:
         bad = f"its quantile function failed ({type(exc).__name__}: {exc})"
     else:
         bad = (None if table.shape == grid.shape and median == ()
-               else f"its quantile function gave shape {median} for one probability")
+               else f"its quantile function gave shape {median if median != () else table.shape} for "
+                    f"{'one probability' if median != () else f'{TABLE_SIZE} probabilities'}")
     if bad:
         raise QueryError(
             f"do({name}=<distribution>): {bad}. A policy is one distribution for every unit, frozen with its "
