@@ -121,13 +121,25 @@ def _is_distribution(v) -> bool:
     return hasattr(v, "ppf") and hasattr(v, "rvs")
 
 
+def is_level(x, levels) -> bool:
+    """Whether ``x`` is one of a categorical node's ``levels``. A boolean is one only where the
+    levels are booleans: ``True == 1`` in Python, so it would silently pick level 1 of integer
+    codes."""
+    if isinstance(x, (bool, np.bool_)) and not any(isinstance(lv, (bool, np.bool_)) for lv in levels):
+        return False
+    try:
+        return bool(x in levels)
+    except TypeError:  # pd.NA has no truth value
+        return False
+
+
 def _internal_values(name, node, sc, arr) -> np.ndarray:
     """Validate intervention values (original units) and convert them to the internal scale."""
     fam = node.family
     arr = np.asarray(arr, dtype=object if fam == "categorical" else None).reshape(-1)
     if fam == "categorical":
         lookup = {v: i for i, v in enumerate(sc.levels)}
-        bad = [v for v in arr if v not in lookup]
+        bad = [v for v in arr if not is_level(v, sc.levels)]
         if bad:
             raise QueryError(
                 f"do({name}={bad[0]!r}): not a category of {name!r}; levels are {list(sc.levels)}."

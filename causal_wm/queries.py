@@ -19,7 +19,7 @@ from causal_wm import fused
 from causal_wm import kernels as K
 from causal_wm.data import encode
 from causal_wm.errors import DataError, QueryError, suggest
-from causal_wm.interventions import check_names, compile_do
+from causal_wm.interventions import check_names, compile_do, is_level
 from causal_wm.program import original_matrix
 from causal_wm.results import CounterfactualResult, EffectResult, MediationResult, SimulationResult
 from causal_wm.seeding import rng, stream
@@ -86,11 +86,7 @@ def matches(scm, scales, frame: pd.DataFrame, k: str, vals: list) -> np.ndarray:
     levels = scales[k].levels
     if levels is not None:
         for x in vals:
-            try:
-                known = x in levels
-            except TypeError:  # pd.NA has no truth value
-                known = False
-            if not known:
+            if not is_level(x, levels):
                 raise QueryError(f"given: {x!r} is not a category of {k!r}; its categories are {list(levels)}.")
         return frame[k].isin(vals).to_numpy(dtype=bool)
     nums = []

@@ -88,6 +88,19 @@ def test_simulate_hands_callables_the_labels_of_a_categorical_node():
     np.testing.assert_array_equal(up.astype(int), np.minimum(base2.astype(int) + 1, 3))
 
 
+def test_a_boolean_is_not_taken_for_an_integer_category():
+    # True == 1 in Python: do(e=True) used to set e to level 1 of levels [0, 1, 2] without a word
+    df = pd.DataFrame({"e": [0, 1, 2, 1] * 10, "y": np.arange(40.0)})
+    post = _post({"name": "edu", "nodes": {"e": {"family": "categorical", "levels": [0, 1, 2]},
+                                           "y": {"formula": "e"}}}, df)
+    for bad in (True, np.bool_(False)):
+        with pytest.raises(QueryError, match=r"not a category of 'e'; levels are \[0, 1, 2\]"):
+            post.effect("y", do={"e": bad}, vs={"e": 0})
+        with pytest.raises(QueryError, match=r"given: .* is not a category of 'e'"):
+            post.effect("y", do={"e": 1}, vs={"e": 0}, given={"e": bad})
+    assert np.isfinite(post.effect("y", do={"e": 1}, vs={"e": 0}, given={"e": 1}).mean())  # 1 is a level
+
+
 def test_a_boolean_series_given_is_matched_by_label():
     rng = np.random.default_rng(3)
     df = pd.DataFrame({"x": rng.normal(0, 1, 80), "y": rng.normal(0, 1, 80)})
