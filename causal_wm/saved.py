@@ -44,13 +44,22 @@ def _type_of(values) -> dict:
     dt = values.dtype
     if isinstance(dt, pd.CategoricalDtype):
         cats = _json_values(dt.categories)
-        return {"kind": "category", "ordered": bool(dt.ordered), "values": cats} if cats is not None else {}
+        if cats is None:
+            return {}
+        return _with_blanks({"kind": "category", "ordered": bool(dt.ordered), "values": cats}, values)
     if pd.api.types.is_bool_dtype(dt):
         return {"kind": "bool", "dtype": str(dt)}
     if pd.api.types.is_numeric_dtype(dt):
         return {"kind": "number", "dtype": str(dt)}
     vals = _json_values(pd.unique(values[pd.notna(values)]))
-    return {"kind": "labels", "dtype": str(dt), "values": vals} if vals is not None else {}
+    return _with_blanks({"kind": "labels", "dtype": str(dt), "values": vals}, values) if vals is not None else {}
+
+
+def _with_blanks(kind: dict, values) -> dict:
+    """``kind`` plus the rows holding the label "" (CSV writes it as it writes a missing value)."""
+    if "" in kind["values"]:
+        kind["blank_rows"] = [i for i, v in enumerate(values) if isinstance(v, str) and v == ""]
+    return kind
 
 
 def _json_values(values) -> list | None:
@@ -98,6 +107,7 @@ def _typed(col: pd.Series, kind: dict, name: str):
         if len(unknown):
             raise ValueError(f"column {name!r} holds {unknown.iloc[0]!r}, not one of its recorded labels")
         out = col.map(lookup)
+        out.iloc[kind.get("blank_rows", [])] = ""
         if k == "category":
             return pd.Categorical(out, categories=kind["values"], ordered=kind["ordered"])
         return out.astype(kind["dtype"]) if kind["dtype"] != "object" else out.astype(object)

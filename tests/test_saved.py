@@ -16,7 +16,7 @@ import yaml
 
 import causal_wm as cw
 from causal_wm.errors import StudyError
-from causal_wm.saved import TYPES_FILE, load_posterior
+from causal_wm.saved import TYPES_FILE, load_posterior, read_frame, write_frame
 from causal_wm.study import save_fit
 from causal_wm.testing import parameter_shapes, posterior_from_params
 
@@ -166,3 +166,16 @@ def test_cli_query_reads_categories_as_labels_and_takes_a_level(saved):
     assert r.exit_code == 0, r.output
     share = float((df["region"] == "NA").mean())  # do(region = NA) against its own value, per unit
     assert abs(float(r.output.split("effect")[1].split()[0]) - (1 - share)) < 1e-5
+
+
+@pytest.mark.parametrize("as_category", [False, True])
+def test_the_empty_label_comes_back_as_a_label_not_as_missing(tmp_path, as_category):
+    """CSV writes the label "" as it writes a missing value; before, it came back missing."""
+    g = np.array(["", "a", None, "b", ""] * 4, dtype=object)
+    df = pd.DataFrame({"g": pd.Categorical(g, categories=["", "a", "b"]) if as_category else g,
+                       "x": np.arange(20.0)}, index=[f"u{i}" for i in range(20)])
+    write_frame(df, tmp_path)
+    back = read_frame(tmp_path)
+    assert back["g"].tolist()[:5] == ["", "a", back["g"].iloc[2], "b", ""] and pd.isna(back["g"].iloc[2])
+    pd.testing.assert_frame_equal(back, df, check_index_type=False)
+
