@@ -67,6 +67,15 @@ def _rows(mask: np.ndarray, index) -> str:
     return f"{idx}{f' and {more} more' if more > 0 else ''}"
 
 
+def _missing_text_hint(df: pd.DataFrame, name: str) -> str:
+    texts = (df.attrs.get("missing_text") or {}).get(name)
+    if not texts:
+        return ""
+    return (f" Some of them are the text {texts} in the file, which is read as a missing value; if it is a "
+            "value of its own (a category), say which texts mean missing in the data source: "
+            "{path: file.csv, missing_text: ['']} reads only empty cells as missing.")
+
+
 def _missing_error(name: str, mask: np.ndarray, index, policy: str = "error") -> DataError:
     # policy is the node's own: a query's new units may not leave a value open even when the fit could
     if policy == "impute":
@@ -105,7 +114,7 @@ def _column(df: pd.DataFrame, name: str, family: str, where: str, allow_missing:
         na = pd.isna(col).to_numpy()
         if na.any():
             if not allow_missing:
-                raise _missing_error(name, na, df.index, policy)
+                raise DataError(str(_missing_error(name, na, df.index, policy)) + _missing_text_hint(df, name))
             vals = vals.copy()
             vals[na] = None  # one marker for missing labels (pandas may hold NaN, None or NA)
         return vals
@@ -124,7 +133,7 @@ def _column(df: pd.DataFrame, name: str, family: str, where: str, allow_missing:
     arr = col.to_numpy(dtype=float, na_value=np.nan)
     nan = np.isnan(arr)
     if nan.any() and not allow_missing:
-        raise _missing_error(name, nan, df.index, policy)
+        raise DataError(str(_missing_error(name, nan, df.index, policy)) + _missing_text_hint(df, name))
     inf = np.isinf(arr)
     if inf.any():
         raise DataError(

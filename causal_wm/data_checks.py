@@ -15,6 +15,9 @@ a family a poor description; the fit still runs and each finding is a
   negative binomial's dispersion by moments). A count that is often structurally zero is better
   modelled as a binary node for "any" and a count for "how many", or with a zero-inflated family.
 
+* **An empty level** of a categorical node: a category declared in ``levels`` that no fitted row
+  takes (its probability and its children's coefficients come from the priors alone).
+
 * **A constant parent**: an observed node that takes one value in every row cannot show what its
   children do when it changes (its coefficients are confounded with their intercepts), so every
   effect of intervening on it comes from the priors.
@@ -53,6 +56,7 @@ def check_data(plan) -> list[str]:
     scm = plan.scm
     for name in scm.observed:
         out.extend(_constant(plan, name))
+        out.extend(_empty_levels(plan, name))
         node = scm.node(name)
         if any(scm.node(p).latent for p in node.parents):
             continue
@@ -61,6 +65,21 @@ def check_data(plan) -> list[str]:
         elif node.family in ("poisson", "negative_binomial"):
             out.extend(_excess_zeros(plan, name))
     return out
+
+
+def _empty_levels(plan, name) -> list[str]:
+    levels = plan.scales[name].levels if plan.scm.node(name).family == "categorical" else None
+    if not levels:
+        return []
+    codes = plan.values[name]
+    seen = np.bincount(codes[~np.isnan(codes)].astype(np.int64), minlength=len(levels))
+    empty = [lv for lv, n in zip(levels, seen, strict=False) if n == 0]
+    if not empty:
+        return []
+    return [f"node {name!r} has no rows at its level(s) {empty}, so everything about them (their probability, "
+            "their coefficients in its children) comes from the priors. If the data write such a category as "
+            "text that is read as missing ('NA', 'N/A', 'None'), list the texts that do mean missing in the data "
+            "source ({path: file.csv, missing_text: ['']}); else leave the level out of 'levels'."]
 
 
 def _constant(plan, name) -> list[str]:

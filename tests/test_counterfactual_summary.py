@@ -78,3 +78,67 @@ def test_summary_only_gives_the_level_rows_of_every_draw(engine, monkeypatch):
     assert reduced.to_dict()["rows"]
     with pytest.raises(QueryError, match=r"prob=0\.8"):
         reduced.summary(prob=0.5)
+
+
+def _binary_cf(summary_only=False, S=4000):
+    """do(t=0) for treated units of y ~ bernoulli(logit a + b t), the same (a, b) in every draw: a unit
+    with y = 1 keeps it with probability q = p0 / p1 under the monotone coupling, one with y = 0 keeps 0,
+    so the per-draw mean over units is exactly Binomial(n1, q) / n."""
+    from causal_wm.testing import parameter_shapes
+
+    scm = SCM.from_dict({"name": "bin", "nodes": {"t": {"family": "bernoulli"},
+                                                  "y": {"family": "bernoulli", "formula": "t"}}})
+    df = pd.DataFrame({"t": [1] * 60 + [0] * 20, "y": [1] * 40 + [0] * 20 + [1] * 10 + [0] * 10})
+    a, b = -0.5, 1.5
+    params = {k: np.full((1, S, *shape), {"t__intercept": 0.0, "y__intercept": a}.get(k, b))
+              for k, shape in parameter_shapes(scm, df).items()}
+    post = posterior_from_params(scm, df, params, seed=5)
+    units = df[df.t == 1]
+    q = (1 / (1 + np.exp(-a))) / (1 / (1 + np.exp(-(a + b))))
+    return post.counterfactual(units=units, do={"t": 0}, summary_only=summary_only, engine="generic"), 40, 60, q
+
+
+def test_the_mean_over_units_has_the_interval_of_its_posterior_not_the_units_average_interval():
+    """Before, a study's '(mean over N units)' row averaged the units' own interval bounds: [0, 0.67]
+    here, where the mean over units lies in about [0.33, 0.52]."""
+    from scipy import stats
+
+    res, n1, n, q = _binary_cf()
+    avg = res.average(0.9).loc["y"]
+    truth = stats.binom(n1, q)
+    assert abs(avg["estimate"] - n1 * q / n) < 4 * avg["mcse"] + 1e-12
+    # 4,000 draws: the 5% and 95% quantiles of a binomial / n land within one unit of its own
+    assert abs(avg["lower"] - truth.ppf(0.05) / n) <= 1.01 / n
+    assert abs(avg["upper"] - truth.ppf(0.95) / n) <= 1.01 / n
+    assert avg["factual"] == pytest.approx(n1 / n)
+    units = res.summary(0.9)
+    units = units[units["node"] == "y"]
+    assert units["upper"].mean() - units["lower"].mean() > 2 * (avg["upper"] - avg["lower"])  # the old, wrong width
+    # the study's rows and results.json carry the same numbers
+    from causal_wm.study import _summary_rows
+
+    row = next(r for r in _summary_rows("cf", res) if r["quantity"].startswith("y "))
+    assert (row["estimate"], row["lower"], row["upper"]) == (avg["estimate"], avg["lower"], avg["upper"])
+    assert row["quantity"] == f"y (mean over {n} units)"
+    assert res.to_dict()["average"][[a["node"] for a in res.to_dict()["average"]].index("y")]["lower"] == avg["lower"]
+
+
+def test_summary_only_gives_the_mean_over_units_without_an_interval_and_says_why():
+    res, *_ = _binary_cf(summary_only=True, S=400)
+    full, *_ = _binary_cf(S=400)
+    avg, ref = res.average(), full.average()
+    assert avg.loc["y", "estimate"] == pytest.approx(ref.loc["y", "estimate"], abs=1e-12)
+    assert avg.loc["y", ["sd", "lower", "upper", "mcse"]].isna().all()
+    assert any("summary_only kept no draws" in w for w in avg.attrs["warnings"])
+    assert res.to_dict()["average_notes"]
+
+
+def test_the_level_shares_of_a_categorical_node_average_per_draw(cf):
+    df, res = cf
+    avg = res.average(0.9)
+    shares = np.stack([(res["g"] == lv).mean(axis=1) for lv in LEVELS])  # (levels, draws)
+    np.testing.assert_allclose(avg.loc[[f"g[{lv}]" for lv in LEVELS], "estimate"].to_numpy(), shares.mean(axis=1))
+    np.testing.assert_allclose(avg.loc[[f"g[{lv}]" for lv in LEVELS], "estimate"].sum(), 1.0)
+    np.testing.assert_allclose(avg.loc["g[a]", ["lower", "upper"]].to_numpy(float),
+                               np.quantile(shares[0], [0.05, 0.95]))
+    assert avg.loc["g[b]", "factual"] == pytest.approx((df["g"] == "b").mean())

@@ -413,3 +413,24 @@ def test_an_effect_whose_mean_is_infinite_under_the_model_is_refused():
                   {**heavy, "b": {"family": "bernoulli", "formula": "m"}, "y": {"family": "lognormal",
                                                                                 "formula": "t + b"}}):
         assert np.isfinite(_post({"name": "f", "nodes": nodes}, df).effect("y", do={"t": 1}, vs={"t": 0}).mean())
+
+
+def test_results_record_interventions_as_data_not_reprs():
+    """Before, results.json held '<scipy.stats...rv_discrete_frozen object at 0x7f...>' for a policy (its
+    parameters lost, and two identical runs wrote different files) and 'Shift(delta=1.0)' for a shift."""
+    import json
+
+    df = pd.DataFrame({"t": [0, 1] * 20, "x": np.linspace(-1, 1, 40), "y": np.arange(40.0)})
+    post = _post({"name": "rec", "nodes": {"t": {"family": "bernoulli"}, "x": {},
+                                           "y": {"formula": "t + x"}}}, df)
+    cases = [({"t": cw.bernoulli(0.3)}, {"t": {"distribution": "bernoulli", "p": 0.3}}),
+             ({"x": cw.normal(1.0, 2.0)}, {"x": {"distribution": "normal", "loc": 1.0, "scale": 2.0}}),
+             ({"x": cw.uniform(-1.0, 3.0)}, {"x": {"distribution": "uniform", "low": -1.0, "high": 3.0}}),
+             ({"x": cw.shift(0.5)}, {"x": {"shift": 0.5}}), ({"x": cw.scale(2.0)}, {"x": {"scale": 2.0}}),
+             ({"t": 1, "x": np.float64(0.25)}, {"t": 1, "x": 0.25})]
+    for do, want in cases:
+        rec = post.effect("y", do=do).to_dict()
+        assert rec["do"] == want
+        assert json.dumps(rec["do"]) == json.dumps(post.effect("y", do=do).to_dict()["do"])
+    rec = post.simulate(do={"x": np.sin}, n=50, seed=1).to_dict()["do"]
+    assert rec == {"x": {"callable": "numpy.sin"}}
