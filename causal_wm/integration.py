@@ -36,10 +36,11 @@ import pandas as pd
 
 from causal_wm.data import INTEGRATION_ATTR
 from causal_wm.errors import DataError, suggest
+from causal_wm.sources import SOURCE_KEYS as _READ_KEYS
 from causal_wm.sources import load_source
 
 DATA_KEYS = {"sources", "stack", "join", "source_column", "filter", "derive", "columns"}
-SOURCE_KEYS = {"path", "package", "table"}
+SOURCE_KEYS = set(_READ_KEYS)  # what load_source reads: path or package + table, missing_text
 NAMED_SOURCE_KEYS = SOURCE_KEYS | {"filter"}  # an entry of sources: may carry its own filter
 SINGLE_KEYS = SOURCE_KEYS | {"filter", "derive", "columns"}  # one source, with the steps that need no combining
 FILTER_OPS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
