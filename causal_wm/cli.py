@@ -128,7 +128,7 @@ def _print_summary(folder: Path, echo=typer.echo) -> None:
 
     import pandas as pd
 
-    table = pd.read_csv(folder / "summary.csv")
+    table = pd.read_csv(folder / "summary.csv").drop(columns=["prob", "converged"], errors="ignore")  # said below
     with pd.option_context("display.max_rows", 200, "display.width", 160, "display.float_format", "{:,.4g}".format):
         echo(table.to_string(index=False))
     res = json.loads((folder / "results.json").read_text())

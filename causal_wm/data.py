@@ -61,6 +61,14 @@ class NodeScale:
     pred_scale: float = 1.0
 
 
+def yaml_bool_hint(values) -> str:
+    """A hint where YAML made booleans of what were words: unquoted yes/no/on/off/true/false."""
+    if any(isinstance(v, (bool, np.bool_)) for v in values):
+        return (" (YAML reads unquoted yes/no, on/off and true/false as booleans: quote them in the file, "
+                "e.g. levels: ['no', 'yes'].)")
+    return ""
+
+
 def _rows(mask: np.ndarray, index) -> str:
     idx = np.asarray(index)[mask][:8].tolist()  # plain Python labels: 3, not np.int64(3)
     more = int(mask.sum()) - len(idx)
@@ -100,8 +108,12 @@ def _missing_error(name: str, mask: np.ndarray, index, policy: str = "error") ->
 def _column(df: pd.DataFrame, name: str, family: str, where: str, allow_missing: bool = False,
             policy: str = "error") -> np.ndarray:
     if name not in df.columns:
+        close = suggest(name, map(str, df.columns))
+        rename = next((c for c in map(str, df.columns) if f"'{c}'" in close and not c.isidentifier()), None)
+        how = (f" To use column {rename!r}, rename it in the data source: rename: {{'{rename}': {name}}}."
+               if rename else "")
         raise DataError(
-            f"column {name!r} (node of {where}) is missing from the data.{suggest(name, map(str, df.columns))} "
+            f"column {name!r} (node of {where}) is missing from the data.{close}{how} "
             f"Columns are {list(map(str, df.columns))[:30]}; add it, or mark the node 'latent: true'."
         )
     col = df[name]
@@ -296,7 +308,8 @@ def check_support(name: str, family: str, arr: np.ndarray, index, levels=None) -
         if bad.any():
             raise DataError(
                 f"column {name!r} has categories {sorted(set(map(str, np.asarray(arr)[bad])))[:5]} "
-                f"that are not among its levels {list(levels)} (rows {_rows(bad, index)})."
+                f"that are not among its levels {list(levels)} (rows {_rows(bad, index)}); add them to the "
+                f"node's 'levels', or fix those rows.{yaml_bool_hint(levels)}"
             )
 
 

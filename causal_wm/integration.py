@@ -39,10 +39,10 @@ from causal_wm.errors import DataError, suggest
 from causal_wm.sources import SOURCE_KEYS as _READ_KEYS
 from causal_wm.sources import load_source
 
-DATA_KEYS = {"sources", "stack", "join", "source_column", "filter", "derive", "columns"}
+DATA_KEYS = {"sources", "stack", "join", "source_column", "rename", "filter", "derive", "columns"}
 SOURCE_KEYS = set(_READ_KEYS)  # what load_source reads: path or package + table, missing_text
 NAMED_SOURCE_KEYS = SOURCE_KEYS | {"filter"}  # an entry of sources: may carry its own filter
-SINGLE_KEYS = SOURCE_KEYS | {"filter", "derive", "columns"}  # one source, with the steps that need no combining
+SINGLE_KEYS = SOURCE_KEYS | {"rename", "filter", "derive", "columns"}  # one source: steps needing no combining
 FILTER_OPS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
               ">=": operator.ge}
 UNARY = {"square": np.square, "log": np.log, "log1p": np.log1p, "exp": np.exp, "abs": np.abs}
@@ -101,6 +101,8 @@ def load_data(spec: Mapping, base=None) -> DataBundle:
         frame = next(iter(frames.values()))
     else:
         raise DataError(f"data: {len(frames)} sources need 'stack: [...]' or 'join: {{...}}' to combine them.")
+    if spec.get("rename") is not None:
+        frame = _rename(frame, spec["rename"])
     for f in spec.get("filter") or []:
         frame = _filter(frame, f)
     rows["after filter"] = len(frame)
@@ -112,6 +114,21 @@ def load_data(spec: Mapping, base=None) -> DataBundle:
             raise DataError(f"data.columns names {missing}, which the data do not have.")
         frame = frame[list(spec["columns"])]
     return DataBundle(frame.reset_index(drop=True), summary)
+
+
+def _rename(frame: pd.DataFrame, names) -> pd.DataFrame:
+    """Columns renamed, ``{old: new}``: a column whose name cannot be a node's ("monthly income")."""
+    if not isinstance(names, Mapping) or not all(isinstance(v, str) and v for v in names.values()):
+        raise DataError(f"data.rename: expected a mapping of column -> new name, e.g. "
+                        f"{{'monthly income': monthly_income}}, got {names!r}.")
+    have = [str(c) for c in frame.columns]
+    for old in names:
+        if str(old) not in have:
+            raise DataError(f"data.rename: the data have no column {old!r}.{suggest(str(old), have)}")
+    new = [names.get(c, c) for c in have]
+    if len(set(new)) != len(new):
+        raise DataError(f"data.rename: two columns would be called {sorted({c for c in new if new.count(c) > 1})}.")
+    return frame.set_axis(new, axis=1)
 
 
 def _unknown(keys, allowed, what: str) -> None:

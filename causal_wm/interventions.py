@@ -141,8 +141,11 @@ def _internal_values(name, node, sc, arr) -> np.ndarray:
         lookup = {v: i for i, v in enumerate(sc.levels)}
         bad = [v for v in arr if not is_level(v, sc.levels)]
         if bad:
+            from causal_wm.data import yaml_bool_hint
+
             raise QueryError(
                 f"do({name}={bad[0]!r}): not a category of {name!r}; levels are {list(sc.levels)}."
+                + yaml_bool_hint(bad)
             )
         return np.array([lookup[v] for v in arr], dtype=float)
     if arr.dtype == bool:
@@ -241,7 +244,8 @@ def _compile(scm, scales, names, do, n_units: int, natural: dict | None) -> Comp
                 raise QueryError(
                     f"do({name}=<distribution>): {name!r} is {fam} ("
                     f"{'0 or 1' if fam == 'bernoulli' else 'whole numbers'}), and the distribution is continuous; "
-                    "use a discrete one (e.g. cw.bernoulli(0.3), scipy.stats.poisson(4) or scipy.stats.rv_discrete).")
+                    "use a discrete one (e.g. cw.bernoulli(0.3), scipy.stats.poisson(4) or scipy.stats.rv_discrete; "
+                    "in a study file {distribution: bernoulli, p: 0.3}).")
             _internal_values(name, node, sc, np.unique(table) if discrete else table[[0, -1]])
             kind[k] = K.TABLE
             value[k] = -(len(tables) + 1) if discrete else len(tables)

@@ -87,7 +87,10 @@ def matches(scm, scales, frame: pd.DataFrame, k: str, vals: list) -> np.ndarray:
     if levels is not None:
         for x in vals:
             if not is_level(x, levels):
-                raise QueryError(f"given: {x!r} is not a category of {k!r}; its categories are {list(levels)}.")
+                from causal_wm.data import yaml_bool_hint
+
+                raise QueryError(f"given: {x!r} is not a category of {k!r}; its categories are {list(levels)}."
+                                 + yaml_bool_hint([x]))
         return frame[k].isin(vals).to_numpy(dtype=bool)
     nums = []
     for x in vals:

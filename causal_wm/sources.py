@@ -84,6 +84,19 @@ PACKAGES["causal_wm"] = _causal_wm
 SOURCE_KEYS = ("path", "package", "table", "missing_text")
 
 
+def _one_separator(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """``df``, unless the file is one column whose name holds another separator (';' or a tab): a
+    file written with a separator other than the comma, which would surface later as missing columns."""
+    if len(df.columns) == 1:
+        head = str(df.columns[0])
+        for sep, word in ((";", "semicolons"), ("\t", "tabs")):
+            if sep in head:
+                raise DataError(f"data file {str(path)!r} has one column, {head!r}: its fields are separated by "
+                                f"{word}, and a .csv file is read with commas. Save it comma-separated (e.g. "
+                                f"pandas.read_csv(path, sep={sep!r}).to_csv(path, index=False)).")
+    return df
+
+
 def _noting_missing_text(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     """``df`` with ``attrs["missing_text"]``: per column, the texts of the file (other than an empty
     cell) that pandas read as missing ("NA", "N/A", "None", "null", ...), so that an error about
@@ -145,8 +158,8 @@ def load_source(spec: dict, base: str | Path | None = None) -> pd.DataFrame:
             if path.suffix != ".csv":
                 return pd.read_parquet(path)
             if missing_text is not None:
-                return pd.read_csv(path, keep_default_na=False, na_values=missing_text)
-            return _noting_missing_text(pd.read_csv(path), path)
+                return _one_separator(pd.read_csv(path, keep_default_na=False, na_values=missing_text), path)
+            return _noting_missing_text(_one_separator(pd.read_csv(path), path), path)
         except (ValueError, OSError, UnicodeDecodeError) as exc:  # pandas parser errors are ValueErrors
             raise DataError(f"data file {str(path)!r} could not be read: {exc}") from None
     pkg = spec.get("package")

@@ -16,7 +16,7 @@ from typing import Any
 
 import networkx as nx
 
-from causal_wm.errors import ModelSpecError, suggest
+from causal_wm.errors import DataError, ModelSpecError, suggest
 from causal_wm.families import FAMILIES, Family, get_family
 from causal_wm.formula import NAME_RE, Formula, parse_formula
 from causal_wm.priors import DISTRIBUTIONS, POSITIVE_PARAMS, Prior, default_prior
@@ -651,7 +651,12 @@ class SCM:
         if not self.data:
             raise ModelSpecError(f"model {self.name!r} declares no 'data:' source.")
         base = base if base is not None else (Path(self.source).parent if self.source else None)
-        return load_data(dict(self.data), base=base).frame
+        try:
+            return load_data(dict(self.data), base=base).frame
+        except DataError as exc:
+            if not self.source:
+                raise
+            raise DataError(f"{str(exc).rstrip('.')} (the 'data:' of model file {self.source}).") from None
 
 
 class SCMBuilder:

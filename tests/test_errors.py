@@ -770,3 +770,43 @@ def test_study_problems_found_before_any_sampling(tmp_path, no_fit, old, new, fr
     with check(cw.StudyError, *fragments):
         s.run(out)
     assert not out.exists()  # nothing partial written
+
+
+def test_study_file_users_get_fixes_they_can_write(tmp_path, no_fit):
+    """Probing round 3: messages that named no file, showed True where the file said yes, or gave a fix
+    in Python that a study or model file cannot hold."""
+    from causal_wm.fitting import make_plan
+    from causal_wm.sources import load_source
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"status": rng.choice(["no", "yes"], 40), "monthly income": rng.normal(size=40),
+                       "y": rng.normal(size=40)})
+    df.to_csv(tmp_path / "d.csv", index=False)
+    df.to_csv(tmp_path / "semi.csv", index=False, sep=";")
+    # a semicolon-separated file is named as such, not reported as a missing column
+    with check(cw.DataError, "semi.csv", "separated by semicolons", "sep=';'"):
+        load_source({"path": "semi.csv"}, base=tmp_path)
+    # unquoted yes/no in YAML are booleans: the message says to quote them
+    write(tmp_path, "m.yaml", "name: m\ndata: {path: d.csv}\nnodes:\n  status: {family: categorical, "
+                              "levels: [no, yes]}\n  y: {formula: status}\n")
+    scm = cw.load_model(tmp_path / "m.yaml")
+    with check(cw.DataError, "'status'", "[False, True]", "quote them", "levels: ['no', 'yes']"):
+        make_plan(scm, scm.load_data())
+    # a column whose name cannot be a node's: rename it in the data source
+    write(tmp_path, "m2.yaml", "name: m2\ndata: {path: d.csv}\nnodes:\n  monthly_income: {}\n"
+                               "  y: {formula: monthly_income}\n")
+    scm2 = cw.load_model(tmp_path / "m2.yaml")
+    with check(cw.DataError, "'monthly_income'", "rename: {'monthly income': monthly_income}"):
+        make_plan(scm2, scm2.load_data())
+    write(tmp_path, "m3.yaml", "name: m3\ndata: {path: d.csv, rename: {monthly income: monthly_income}}\n"
+                               "nodes:\n  monthly_income: {}\n  y: {formula: monthly_income}\n")
+    renamed = cw.load_model(tmp_path / "m3.yaml").load_data()
+    np.testing.assert_array_equal(renamed["monthly_income"], df["monthly income"])
+    # a missing data file named in a model file names the model file
+    write(tmp_path, "m4.yaml", "name: m4\ndata: {path: nowhere.csv}\nnodes:\n  y: {}\n")
+    with check(cw.DataError, "nowhere.csv", "does not exist", "m4.yaml"):
+        cw.load_model(tmp_path / "m4.yaml").load_data()
+    # a shift that is not a finite number: the query's file and line, and a fix in study syntax
+    text = STUDY.replace("do: {re74: {shift: 1000}}", "do: {re74: {shift: .nan}}")
+    with check(cw.StudyError, "re74", "{shift: nan}", "one finite number", "{shift: 1000}", "study.yaml"):
+        study(tmp_path, text)

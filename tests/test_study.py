@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -368,3 +370,22 @@ def test_cli_version():
 
     r = CliRunner().invoke(app, ["--version"])
     assert r.exit_code == 0 and r.output.strip() == f"causal-wm {causal_wm.__version__}"
+
+
+def test_expectations_are_not_judged_on_a_fit_that_did_not_converge(tmp_path):
+    """Before, expect: printed PASS (and the run exited 0) on a fit with R-hat 1.97 and ESS 4, and
+    summary.csv did not say the fit had failed."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=60)
+    pd.DataFrame({"x": x, "y": 2 * x + 1 + rng.normal(size=60)}).to_csv(tmp_path / "data.csv", index=False)
+    (tmp_path / "model.yaml").write_text(TINY_MODEL)
+    (tmp_path / "docs.yaml").write_text(TINY_STUDY.replace("draws: 20, warmup: 20", "draws: 20, warmup: 5")
+                                        + "expect:\n  - {query: slope, estimate_within: [-100, 100]}\n")
+    with pytest.warns(cw.ConvergenceWarning):
+        with pytest.raises(cw.StudyError, match=r"expectations failed: .*not judged: the fit did not converge"):
+            cw.Study.load(tmp_path / "docs.yaml").run(tmp_path / "out")
+    summary = pd.read_csv(tmp_path / "out" / "docs" / "summary.csv")
+    assert {"prob", "converged"} <= set(summary.columns)
+    assert (~summary["converged"]).all() and (summary["prob"] == 0.9).all()
+    res = json.loads((tmp_path / "out" / "docs" / "results.json").read_text())
+    assert not res["diagnostics"]["ok"] and not res["expect"][0]["passed"]
