@@ -225,12 +225,15 @@ def _compile(scm, scales, names, do, n_units: int, natural: dict | None) -> Comp
             amount = v.delta if isinstance(v, Shift) else v.factor
             if not np.isfinite(amount):
                 raise QueryError(f"do({name}=...): the shift/scale amount must be finite, got {amount}.")
-            if fam in ("bernoulli", "categorical") or (
-                fam in ("poisson", "negative_binomial") and (isinstance(v, Scale) or amount != round(amount))
-            ):
+            what = "shift" if isinstance(v, Shift) else "scale"
+            if fam in ("bernoulli", "categorical"):
+                instead = ("cw.bernoulli(p) for a policy, " if fam == "bernoulli" else "") + \
+                    "a value, per-unit values or a callable of each unit's value"
+                raise QueryError(f"do({name}={what}(...)): {what} is not defined for {fam} {name!r}; use {instead}.")
+            if fam in ("poisson", "negative_binomial") and (isinstance(v, Scale) or amount != round(amount)):
                 raise QueryError(
-                    f"do({name}={v}): {name!r} is {fam}; shift it by whole numbers only (counts) or "
-                    "set it to a value."
+                    f"do({name}={what}({amount:g})): {name!r} is a count ({fam}); shift it by a whole number, "
+                    "or use a value, per-unit values or a callable that returns whole numbers."
                 )
             if fam == "lognormal" and isinstance(v, Scale) and amount <= 0:
                 raise QueryError(f"do({name}={v}): lognormal {name!r} needs a positive factor.")

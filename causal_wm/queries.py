@@ -262,11 +262,14 @@ def _level_code(post, outcome, level) -> int:
             )
         return 0
     levels = post.plan.scales[outcome].levels
-    if level not in levels:
+    if level is None:
         raise QueryError(
             f"outcome {outcome!r} is categorical: pass level= one of {list(levels)} to get the "
             "effect on the probability of that category."
         )
+    if not is_level(level, levels):
+        raise QueryError(f"level={level!r} is not a category of {outcome!r}; its categories are {list(levels)}."
+                         f"{suggest(str(level), map(str, levels))}")
     return levels.index(level)
 
 
@@ -449,6 +452,14 @@ def simulate(post, do: Mapping | None = None, n: int = 1000, seed: int | None = 
                    comp.value, ivu, comp.tables, needed, outputs, out)
     values = {name: _labels(post, name, out[0, :, i]) for i, name in enumerate(prog.names)}
     _check_finite("simulate", {n: v for n, v in values.items() if post.plan.scales[n].levels is None}, do or {})
+    for name in do or {}:  # a shift can take a drawn count below zero (effects check the units' own values)
+        below = values[name] < 0 if post.scm.node(name).family in ("poisson", "negative_binomial") else None
+        if below is not None and below.any():
+            raise QueryError(
+                f"simulate: do({name}=...) takes {int(below.sum())} of {below.size} simulated counts of {name!r} "
+                f"below zero, which a count cannot be; shift by less, or pass a callable that keeps counts at "
+                f"zero or more (e.g. lambda v: np.maximum(v - 2, 0))."
+            )
     _exact_set_values(post, do or {}, values)
     levels = {n: tuple(post.plan.scales[n].levels) for n in prog.names if post.plan.scales[n].levels is not None}
     return SimulationResult(values, draws, dict(do or {}), seed_used, post.diagnostics().to_dict(), levels,

@@ -434,3 +434,30 @@ def test_results_record_interventions_as_data_not_reprs():
         assert json.dumps(rec["do"]) == json.dumps(post.effect("y", do=do).to_dict()["do"])
     rec = post.simulate(do={"x": np.sin}, n=50, seed=1).to_dict()["do"]
     assert rec == {"x": {"callable": "numpy.sin"}}
+
+
+def test_a_shift_that_takes_simulated_counts_below_zero_is_refused_and_messages_point_the_right_way():
+    """Before, simulate(do={'visits': shift(-2)}) returned 43% negative counts (and children computed
+    from them) without a word; shift on a binary node advised 'whole numbers'; a misspelt level= read
+    as if level= had been left out."""
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"visits": rng.poisson(1.5, 60), "t": rng.integers(0, 2, 60),
+                       "mode": rng.choice(["bus", "car", "walk"], 60)})
+    df["y"] = df["visits"] + rng.normal(size=60)
+    post = _post({"name": "c", "nodes": {"visits": {"family": "poisson"}, "t": {"family": "bernoulli"},
+                                         "mode": {"family": "categorical", "formula": "t"},
+                                         "y": {"formula": "visits + t"}}}, df)
+    with pytest.raises(QueryError, match=r"simulate: do\(visits=...\) takes \d+ of 500 simulated counts of 'visits' "
+                                         r"below zero"):
+        post.simulate(do={"visits": cw.shift(-2)}, n=500, seed=1)
+    sim = post.simulate(do={"visits": lambda v: np.maximum(v - 2, 0)}, n=500, seed=1)  # the advised form
+    assert sim["visits"].min() >= 0
+    assert post.simulate(do={"visits": cw.shift(2)}, n=500, seed=1)["visits"].min() >= 2
+    with pytest.raises(QueryError, match=r"shift is not defined for bernoulli 't'; use cw.bernoulli\(p\)"):
+        post.effect("y", do={"t": cw.shift(1)})
+    with pytest.raises(QueryError, match=r"scale is not defined for categorical 'mode'; use a value"):
+        post.effect("y", do={"mode": cw.scale(2)})
+    with pytest.raises(QueryError, match=r"level='Car' is not a category of 'mode'.*Did you mean 'car'"):
+        post.effect("mode", do={"t": 1}, vs={"t": 0}, level="Car")
+    with pytest.raises(QueryError, match=r"pass level= one of \['bus', 'car', 'walk'\]"):
+        post.effect("mode", do={"t": 1}, vs={"t": 0})
