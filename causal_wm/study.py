@@ -129,6 +129,10 @@ class Study:
         if not isinstance(data["model"], str) or not data["model"].strip():
             raise StudyError(f"'model' must be a library name or a path to a model YAML, got {data['model']!r}"
                              f"{_where(p, lines, 'model')}.")
+        if data.get("description") is not None and not isinstance(data["description"], str):
+            raise StudyError(f"'description' must be text, got {data['description']!r}"
+                             f"{_where(p, lines, 'description')}; write it as one string (a YAML block: "
+                             "'description: >' and indented lines).")
         if data.get("data") is not None and not isinstance(data["data"], Mapping):
             raise StudyError(f"'data' must be a mapping like {{path: data.csv}} or {{package: causaldata, "
                              f"table: nsw_mixtape}}, got {data['data']!r}{_where(p, lines, 'data')}.")

@@ -681,6 +681,11 @@ def test_valid_study_loads(tmp_path):
     assert study(tmp_path, STUDY).name == "s"
 
 
+def test_study_description_must_be_text(tmp_path):
+    with check(cw.StudyError, "'description' must be text", "['a', 'b']", "line 3"):
+        study(tmp_path, STUDY.replace("seed: 0", "description: [a, b]\nseed: 0"))
+
+
 def test_study_unknown_top_level_key_has_line(tmp_path):
     with check(cw.StudyError, "'expectt'", "line 15", "Did you mean 'expect'?"):
         study(tmp_path, STUDY + "expectt: []\n")
