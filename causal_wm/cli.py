@@ -123,6 +123,12 @@ def _print_run(caught, summary: list[str]) -> None:
         typer.echo(line)
 
 
+def _diagnostics_line(d: dict) -> str:
+    rhat = "inf (chains stuck)" if d.get("max_rhat_infinite") else d["max_rhat"]
+    return (f"diagnostics: ok={d['ok']} max R-hat={rhat} min bulk ESS={d['min_ess_bulk']} "
+            f"divergences={d['divergences']}")
+
+
 def _print_summary(folder: Path, echo=typer.echo) -> None:
     import json
 
@@ -133,8 +139,7 @@ def _print_summary(folder: Path, echo=typer.echo) -> None:
         echo(table.to_string(index=False))
     res = json.loads((folder / "results.json").read_text())
     d = res["diagnostics"]
-    echo(f"diagnostics: ok={d['ok']} max R-hat={d['max_rhat']} min bulk ESS={d['min_ess_bulk']} "
-               f"divergences={d['divergences']}")
+    echo(_diagnostics_line(d))
     for c in res["expect"]:
         echo(f"expect: {'PASS' if c['passed'] else 'FAIL'} {c['description']}")
     for c in res.get("checks") or []:  # details are in results.json and report.html
@@ -269,8 +274,7 @@ def fit(
         _fail(exc, debug)
         return
     d = post.diagnostics().to_dict()
-    typer.echo(f"diagnostics: ok={d['ok']} max R-hat={d['max_rhat']} min bulk ESS={d['min_ess_bulk']} "
-               f"divergences={d['divergences']}")
+    typer.echo(_diagnostics_line(d))
     typer.echo(f"posterior written to {folder}")
 
 

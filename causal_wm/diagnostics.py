@@ -8,6 +8,7 @@ with hundreds of them, a few would cross 1.01 by chance alone in a converged fit
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import arviz as az
@@ -57,6 +58,8 @@ class Diagnostics:
             "ok": self.ok,
             "method": self.method,
             "max_rhat": _num(self.max_rhat),
+            # JSON has no infinity: say so, or an infinite R-hat (chains stuck) reads as "not computed"
+            "max_rhat_infinite": bool(np.isposinf(self.max_rhat)),
             "min_ess_bulk": _num(self.min_ess_bulk),
             "min_ess_tail": _num(float(self.table["ess_tail"].min()) if len(self.table) else float("nan")),
             "divergences": int(self.divergences),
@@ -132,7 +135,10 @@ def diagnose(idata, method: str = "nuts") -> Diagnostics:
         table = pd.DataFrame(columns=["r_hat", "ess_bulk", "ess_tail", "mcse_mean"])
         problems = svi_problems(idata.attrs)
         return Diagnostics(table, 0, not problems, problems, method)
-    table = az.summary(idata, var_names=names, kind="diagnostics", round_to="none")
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        # chains stuck at one value make ArviZ divide by zero (R-hat inf): judged below, not printed
+        warnings.simplefilter("ignore", RuntimeWarning)
+        table = az.summary(idata, var_names=names, kind="diagnostics", round_to="none")
     table = table[["r_hat", "ess_bulk", "ess_tail", "mcse_mean"]]
     div = int(np.asarray(idata.sample_stats["diverging"]).sum()) if "diverging" in idata.sample_stats else 0
     problems = []

@@ -295,11 +295,13 @@ def _diagnostics_section(diag: Mapping, chains: int | None) -> dict:
     svi = diag.get("method") == "svi"
     single = not svi and chains == 1
     ess = f"at least {100 * chains}" if chains else "at least 100 per chain"
+    stuck = bool(diag.get("max_rhat_infinite"))
     rhat = ("not applicable (SVI)" if svi else "not computed (needs at least 2 chains)" if single
-            else number(diag.get("max_rhat")))
+            else "infinite (chains stuck)" if stuck else number(diag.get("max_rhat")))
     rows = [
         ("method", diag.get("method", "nuts"), "", True),
-        ("largest R-hat", rhat, "at most 1.01", svi or single or (diag.get("max_rhat") or 0) <= 1.01),
+        ("largest R-hat", rhat, "at most 1.01",
+         svi or single or (not stuck and (diag.get("max_rhat") or 0) <= 1.01)),
         ("smallest bulk ESS", number(diag.get("min_ess_bulk")), ess, _enough(diag.get("min_ess_bulk"), chains)),
         ("smallest tail ESS", number(diag.get("min_ess_tail")), ess, _enough(diag.get("min_ess_tail"), chains)),
         ("divergent transitions", str(diag.get("divergences", 0)), "0", not diag.get("divergences")),

@@ -462,7 +462,7 @@ def test_out_of_support_in_simulate_and_counterfactual(post):
 
 @pytest.mark.parametrize("iv", [cw.shift(1.0), cw.scale(2.0)])
 def test_shift_or_scale_of_a_bernoulli_node(post, iv):
-    with check(cw.QueryError, "'treat'", "bernoulli", "set it to a value"):
+    with check(cw.QueryError, "'treat'", "bernoulli", "not defined", "a value"):
         post.effect("y", do={"treat": iv})
 
 

@@ -359,3 +359,27 @@ def test_report_prints_only_its_path_whatever_level_an_earlier_command_left(copy
         logging.getLogger("causal_wm").setLevel(logging.WARNING)
     assert r.exit_code == 0, r.output
     assert r.output.strip() == str(copy / "report.html")
+
+
+def test_an_infinite_r_hat_is_flagged_not_shown_as_not_computed():
+    """Chains stuck at different values give R-hat = inf; JSON has no infinity, so it reached
+    results.json as null, the report showed 'n/a' unflagged and the CLI 'max R-hat=None' (and ArviZ's
+    division by zero leaked 27 RuntimeWarnings)."""
+    import arviz as az
+    import numpy as np
+
+    from causal_wm.cli import _diagnostics_line
+    from causal_wm.diagnostics import diagnose
+    from causal_wm.reporting import _diagnostics_section
+
+    stuck = np.concatenate([np.full((1, 50), 0.3), np.full((1, 50), 1.7)])  # (chains, draws)
+    idata = az.from_dict(posterior={"y__b": stuck}, sample_stats={"diverging": np.zeros((2, 50), bool)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing leaks
+        d = diagnose(idata)
+    assert not d.ok and np.isposinf(d.max_rhat)
+    rec = d.to_dict()
+    assert rec["max_rhat"] is None and rec["max_rhat_infinite"]
+    row = next(r for r in _diagnostics_section(rec, 2)["rows"] if r["label"] == "largest R-hat")
+    assert row["value"] == "infinite (chains stuck)" and not row["ok"]
+    assert "max R-hat=inf" in _diagnostics_line(rec)
