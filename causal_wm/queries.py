@@ -463,7 +463,7 @@ def simulate(post, do: Mapping | None = None, n: int = 1000, seed: int | None = 
     _exact_set_values(post, do or {}, values)
     levels = {n: tuple(post.plan.scales[n].levels) for n in prog.names if post.plan.scales[n].levels is not None}
     return SimulationResult(values, draws, dict(do or {}), seed_used, post.diagnostics().to_dict(), levels,
-                            posterior_shape=post.shape)
+                            posterior_shape=post.shape, warnings=post.warnings_for_results())
 
 
 # families whose values pass through exp (a log link): where an intervention can overflow them
@@ -572,7 +572,7 @@ def counterfactual(post, units: pd.DataFrame, do: Mapping, draws: int | None = N
     labelled = {prog.names[k]: tuple(post.plan.scales[prog.names[k]].levels) for k in outputs
                 if post.plan.scales[prog.names[k]].levels is not None}
     common = dict(do=dict(do), seed=seed_used, diagnostics=post.diagnostics().to_dict(), prob=prob,
-                  levels=labelled)
+                  levels=labelled, warnings=post.warnings_for_results())
     fast = fused.use_fused(engine, fused.covers_crossed(src_f), "counterfactual", len(draw_idx) * len(rows),
                            _walks_counts(post, (src_c,), K.ABDUCT, needed))
 
@@ -799,4 +799,10 @@ def replicate(post, draws: int = 200, seed: int | None = None) -> pd.DataFrame:
             "observed_sd": stat_obs[1], "replicated_sd": float(stat_rep[1].mean()),
             "p_sd": float((stat_rep[1] >= stat_obs[1]).mean()),
         })
-    return pd.DataFrame(out_rows).set_index("node")
+    from types import SimpleNamespace
+
+    from causal_wm.results import _recorded
+
+    fit = SimpleNamespace(diagnostics=post.diagnostics().to_dict(), warnings=post.warnings_for_results(),
+                          seed=seed_used)
+    return _recorded(pd.DataFrame(out_rows).set_index("node"), fit)  # the fit's verdict travels with it

@@ -32,6 +32,11 @@ def _recorded(table: pd.DataFrame, result) -> pd.DataFrame:
     return table
 
 
+def _flag(result) -> str:
+    """The note a result's repr ends with when its fit did not converge."""
+    return "" if (getattr(result, "diagnostics", None) or {}).get("ok", True) else ", FIT NOT CONVERGED: see .warnings"
+
+
 def _prob(prob: float) -> float:
     if not isinstance(prob, (int, float)) or not 0 < prob < 1:
         raise QueryError(f"prob must be in (0, 1), got {prob!r}.")
@@ -136,9 +141,8 @@ class EffectResult:
 
     def __repr__(self) -> str:
         lo, hi = self.interval(0.9)
-        flag = "" if (self.diagnostics or {}).get("ok", True) else ", FIT NOT CONVERGED: see .warnings"
         return (f"EffectResult({self.outcome}: mean {self.mean():.4g}, 90% interval [{lo:.4g}, {hi:.4g}], "
-                f"P(>0) {self.prob_positive():.3f}, {self.n_units} units{flag})")
+                f"P(>0) {self.prob_positive():.3f}, {self.n_units} units{_flag(self)})")
 
 
 def _jsonable(d):
@@ -210,6 +214,12 @@ class SimulationResult:
     diagnostics: dict
     levels: dict = field(default_factory=dict)  # node -> its named levels (values reported by label)
     posterior_shape: tuple = ()  # (chains, draws) of the posterior the draws index
+    warnings: tuple[str, ...] = ()  # the fit's and the data's, as every result carries
+
+    def __repr__(self) -> str:
+        n = len(self.draw_index)
+        return (f"SimulationResult({n:,} samples of {list(self.values)}, do={_jsonable(self.do)}, seed {self.seed}"
+                f"{_flag(self)})")
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self.values:
@@ -219,8 +229,8 @@ class SimulationResult:
         return self.values[name]
 
     def to_frame(self) -> pd.DataFrame:
-        """All samples as a DataFrame, one column per node."""
-        return pd.DataFrame(self.values)
+        """All samples as a DataFrame, one column per node (``attrs``: the fit's verdict, as summaries)."""
+        return _recorded(pd.DataFrame(self.values), self)
 
     def summary(self, prob: float = 0.9) -> pd.DataFrame:
         """Per node: mean, SD, and the central ``prob`` predictive interval. A node reported by label
@@ -274,6 +284,17 @@ class CounterfactualResult:
     prob: float = 0.9
     assumption: str = COUPLING
     levels: dict = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()  # the fit's and the data's, as every result carries
+
+    def __repr__(self) -> str:
+        kept = "summaries only" if self.summaries else f"{self.n_draws:,} draws each"
+        return (f"CounterfactualResult({len(self.factual):,} units, nodes {list(self.nodes)} ({kept}), "
+                f"do={_jsonable(self.do)}, seed {self.seed}{_flag(self)})")
+
+    @property
+    def n_draws(self) -> int:
+        """Posterior draws kept per unit (0 for a ``summary_only`` result)."""
+        return next(iter(self.values.values())).shape[0] if self.values else 0
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name in self.values:

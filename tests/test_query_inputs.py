@@ -461,3 +461,32 @@ def test_a_shift_that_takes_simulated_counts_below_zero_is_refused_and_messages_
         post.effect("mode", do={"t": 1}, vs={"t": 0}, level="Car")
     with pytest.raises(QueryError, match=r"pass level= one of \['bus', 'car', 'walk'\]"):
         post.effect("mode", do={"t": 1}, vs={"t": 0})
+
+
+def test_a_fit_that_did_not_converge_is_flagged_on_every_result():
+    """Before, counterfactual and simulate results printed their arrays with 'ok': False some 4,000
+    characters in, their summaries' warnings were empty, and to_frame() and ppc() carried nothing."""
+    df = pd.DataFrame({"x": np.linspace(-1, 1, 30), "y": np.arange(30.0)})
+    scm = cw.SCM.from_dict({"name": "stuck", "nodes": {"x": {}, "y": {"formula": "x"}}})
+    rng = np.random.default_rng(0)
+    params = {}
+    for name, shape in parameter_shapes(scm, df).items():
+        p = rng.normal(0, 0.1, (2, S, *shape)) + np.array([0.0, 3.0]).reshape(2, 1, *[1] * len(shape))
+        params[name] = np.abs(p) + 0.5 if name.endswith("__sigma") else p  # two chains far apart
+    post = posterior_from_params(scm, df, params, seed=0)
+    from causal_wm.diagnostics import diagnose
+
+    post.__dict__["_diagnostics"] = diagnose(post.idata)  # hand-set draws are not diagnosed; these must be
+    assert not post.ok
+    sim = post.simulate(n=40, seed=1)
+    cf = post.counterfactual(units=df.head(4), do={"x": 0.0})
+    for result in (sim, cf, post.effect("y", do={"x": 1.0}, vs={"x": 0.0})):
+        text = repr(result)
+        assert "FIT NOT CONVERGED" in text and len(text) < 300, text
+        table = result.summary()
+        assert table.attrs["converged"] is False
+        assert any(w.startswith("fit not converged: R-hat") for w in table.attrs["warnings"])
+    for table in (sim.to_frame(), post.ppc(draws=20), cf.average()):
+        assert table.attrs["converged"] is False and table.attrs["warnings"]
+    assert "FIT NOT CONVERGED" not in repr(_post({"name": "fine", "nodes": {"x": {}, "y": {"formula": "x"}}},
+                                                 df).simulate(n=10))
