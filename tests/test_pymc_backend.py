@@ -138,3 +138,27 @@ def test_job_training_study_same_ate_under_both_backends(tmp_path):
     print(f"job_training ATE numpyro {a['estimate']:.0f} (mcse {a['mcse']:.0f}), pymc {b['estimate']:.0f} "
           f"(mcse {b['mcse']:.0f})")
     assert abs(a["estimate"] - b["estimate"]) < 4 * np.hypot(a["mcse"], b["mcse"])
+
+
+@pytest.mark.parametrize("text, safe", [
+    ("import causal_wm\nfit()\n", False),                                   # spawning would rerun fit()
+    ("def main():\n    fit()\n\nif __name__ == '__main__':\n    main()\n", True),
+    ("if '__main__' == __name__:\n    fit()\n", True),
+    ("def f():\n    if __name__ == '__main__':\n        pass\nfit()\n", False),  # not at the top level
+])
+def test_pymc_chains_are_spawned_only_where_the_script_is_guarded(tmp_path, monkeypatch, text, safe):
+    """A plain script that fitted NumPyro, then PyMC with 2 chains, hung: the spawned workers re-ran it.
+    Unguarded scripts now run PyMC's chains one after another in the process."""
+    import sys
+    import types
+
+    from causal_wm.backends.pymc import spawn_is_safe
+
+    script = tmp_path / "script.py"
+    script.write_text(text)
+    main = types.ModuleType("__main__")
+    main.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    assert spawn_is_safe() is safe
+    del main.__file__  # an interactive session: nothing to rerun
+    assert spawn_is_safe()

@@ -8,7 +8,9 @@ unchanged.
 
 from __future__ import annotations
 
+import logging
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -16,6 +18,8 @@ from causal_wm import sites
 from causal_wm.design import column_values, predictor
 from causal_wm.errors import BackendNotInstalled, ModelSpecError
 from causal_wm.idata import coords_dims
+
+log = logging.getLogger(__name__)
 
 try:
     import pymc as pm
@@ -190,6 +194,28 @@ def _full_loglik(plan, loglik: dict) -> dict:
     return loglik
 
 
+def spawn_is_safe() -> bool:
+    """Whether a spawned worker process can import ``__main__`` without running the user's work again:
+    an interactive session (no file), or a script whose top level guards it with
+    ``if __name__ == "__main__":``."""
+    import ast
+
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if path is None:
+        return True
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return False
+    for node in tree.body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Compare):
+            names = {getattr(x, "id", None) for x in (node.test.left, *node.test.comparators)}
+            consts = {getattr(x, "value", None) for x in (node.test.left, *node.test.comparators)}
+            if "__name__" in names and "__main__" in consts:
+                return True
+    return False
+
+
 def sample(plan, s):
     """Fit ``plan`` with ``pm.sample``; return the shared InferenceData layout."""
     from causal_wm.idata import build_idata
@@ -204,13 +230,21 @@ def sample(plan, s):
     else:
         if s.dense_mass:
             kw["init"] = "jitter+adapt_full"
-        if s.chains > 1 and "jax" in sys.modules:
-            kw["mp_ctx"] = "spawn"  # forking a process that runs JAX threads can deadlock
+    cores = min(s.chains, 2)
+    if "mp_ctx" not in kw and s.sampler in ("default", "pymc") and s.chains > 1 and "jax" in sys.modules:
+        # forking a process that runs JAX threads can deadlock, so the chains' processes are spawned;
+        # but spawning re-runs the user's script in each child, which hangs where it has no main guard
+        if spawn_is_safe():
+            kw["mp_ctx"] = "spawn"
+        else:
+            cores = 1
+            log.info("PyMC runs its %d chains one after another: JAX is running in this process, and the "
+                     "script has no `if __name__ == \"__main__\":` guard for PyMC's worker processes", s.chains)
     with model:
         try:
             idata = pm.sample(draws=s.draws, tune=s.warmup, chains=s.chains, target_accept=s.target_accept,
                               random_seed=stream(s.seed, "fit") % (2**31), progressbar=s.progress,
-                              cores=min(s.chains, 2), compute_convergence_checks=False, **kw)
+                              cores=cores, compute_convergence_checks=False, **kw)
         except ImportError as exc:
             raise BackendNotInstalled(
                 f"sampler {s.sampler!r} needs {exc.name}; install it (e.g. pip install {s.sampler})."
