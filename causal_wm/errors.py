@@ -35,6 +35,11 @@ class FitError(CausalWMError, RuntimeError):
     """The backend failed to fit the model (e.g. non-finite log-density at the start)."""
 
 
+class FitSettingsError(FitError, QueryError):
+    """A fit setting is invalid (``chains=0``, ``target_accept=1.5``, an unknown setting). A
+    :class:`FitError`, as fitting problems are; also a :class:`QueryError`, as it was before."""
+
+
 class StudyError(CausalWMError, ValueError):
     """A study file is malformed or its expectations failed."""
 

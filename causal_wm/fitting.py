@@ -17,7 +17,7 @@ import pandas as pd
 
 from causal_wm.data import NodeScale, encode, fit_scales, prepare
 from causal_wm.design import NodeLayout, layouts, marginal_latents, positive_columns
-from causal_wm.errors import BackendNotInstalled, FitError, QueryError, suggest
+from causal_wm.errors import BackendNotInstalled, FitError, FitSettingsError, suggest
 from causal_wm.seeding import valid_seed
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def make_plan(scm, data: pd.DataFrame) -> FitPlan:
 
 def _check_int(name, value, low):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise QueryError(f"{name} must be an integer >= {low}, got {value!r}.")
+        raise FitSettingsError(f"{name} must be an integer >= {low}, got {value!r}.")
 
 
 def settings(backend="numpyro", **kw) -> FitSettings:
@@ -101,42 +101,42 @@ def settings(backend="numpyro", **kw) -> FitSettings:
     known = FitSettings.__dataclass_fields__
     for k in kw:
         if k not in known:
-            raise QueryError(f"unknown fit setting {k!r}.{suggest(k, known)} Known: {sorted(known)}.")
+            raise FitSettingsError(f"unknown fit setting {k!r}.{suggest(k, known)} Known: {sorted(known)}.")
     s = FitSettings(backend=backend, **kw)
     if s.backend not in BACKENDS:
-        raise QueryError(f"unknown backend {s.backend!r}; expected one of {sorted(BACKENDS)}.")
+        raise FitSettingsError(f"unknown backend {s.backend!r}; expected one of {sorted(BACKENDS)}.")
     if s.method not in ("nuts", "svi"):
-        raise QueryError(f"method must be 'nuts' or 'svi', got {s.method!r}.")
+        raise FitSettingsError(f"method must be 'nuts' or 'svi', got {s.method!r}.")
     _check_int("chains", s.chains, 1)
     _check_int("draws", s.draws, 1)
     _check_int("warmup", s.warmup, 0)
     if not valid_seed(s.seed):
-        raise QueryError(f"seed must be a non-negative integer (0 <= seed < 2**63: it is stored as a 64-bit "
+        raise FitSettingsError(f"seed must be a non-negative integer (0 <= seed < 2**63: it is stored as a 64-bit "
                          f"integer), got {s.seed!r}.")
     _check_int("steps", s.steps, 1)
     if isinstance(s.target_accept, bool) or not isinstance(s.target_accept, (int, float)) \
             or not 0 < s.target_accept < 1:
-        raise QueryError(f"target_accept must be in (0, 1), got {s.target_accept!r}.")
+        raise FitSettingsError(f"target_accept must be in (0, 1), got {s.target_accept!r}.")
     if not isinstance(s.dense_mass, bool):
-        raise QueryError(f"dense_mass must be true or false, got {s.dense_mass!r}.")
+        raise FitSettingsError(f"dense_mass must be true or false, got {s.dense_mass!r}.")
     if s.dense_mass and s.backend == "pymc" and s.sampler not in ("default", "pymc"):
-        raise QueryError(f"dense_mass is available with the PyMC backend's own sampler, not {s.sampler!r}; "
+        raise FitSettingsError(f"dense_mass is available with the PyMC backend's own sampler, not {s.sampler!r}; "
                          "drop dense_mass or choose sampler='pymc'.")
     if not isinstance(s.marginalize, bool):
-        raise QueryError(f"marginalize must be true or false, got {s.marginalize!r}.")
+        raise FitSettingsError(f"marginalize must be true or false, got {s.marginalize!r}.")
     if not isinstance(s.progress, bool):
-        raise QueryError(f"progress must be true or false, got {s.progress!r}.")
+        raise FitSettingsError(f"progress must be true or false, got {s.progress!r}.")
     if isinstance(s.learning_rate, bool) or not isinstance(s.learning_rate, (int, float)) \
             or not 0 < s.learning_rate < math.inf:
-        raise QueryError(f"learning_rate must be a positive finite number, got {s.learning_rate!r}.")
+        raise FitSettingsError(f"learning_rate must be a positive finite number, got {s.learning_rate!r}.")
     if s.backend == "pymc" and s.method == "svi":
-        raise QueryError("the PyMC backend samples with NUTS only; use backend='numpyro' for method='svi'.")
+        raise FitSettingsError("the PyMC backend samples with NUTS only; use backend='numpyro' for method='svi'.")
     samplers = {"numpyro": ("default",), "pymc": ("default", "pymc", "nutpie", "numpyro", "blackjax")}[s.backend]
     if s.sampler not in samplers:
-        raise QueryError(f"sampler {s.sampler!r} is not available with backend {s.backend!r}; choose one of "
+        raise FitSettingsError(f"sampler {s.sampler!r} is not available with backend {s.backend!r}; choose one of "
                          f"{list(samplers)}.")
     if s.guide not in ("lowrank", "normal", "mvn"):
-        raise QueryError(f"guide must be 'lowrank', 'normal' or 'mvn', got {s.guide!r}.")
+        raise FitSettingsError(f"guide must be 'lowrank', 'normal' or 'mvn', got {s.guide!r}.")
     return s
 
 

@@ -393,8 +393,10 @@ def test_categorical_with_a_single_category(no_sampling):
     ],
 )
 def test_bad_fit_settings(toy, no_sampling, kw, fragments):
-    with check(cw.QueryError, *fragments):
+    # a FitError, as DESIGN.md files fitting problems, and still a QueryError for callers that caught it
+    with check(cw.FitSettingsError, *fragments) as caught:
         toy.fit(toy_data(), **kw)
+    assert isinstance(caught.value, cw.FitError) and isinstance(caught.value, cw.QueryError)
 
 
 def test_spec_and_data_are_checked_before_the_backend_is_touched(toy, monkeypatch):
