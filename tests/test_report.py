@@ -39,10 +39,14 @@ def folder(tmp_path_factory):
     study["description"] += f" {SCRIPT}"
     study["queries"][0]["question"] = f"How much {IMG} did training raise 1978 earnings?"
     (src / "job_training.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
+    out = tmp_path_factory.mktemp("results")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", cw.ConvergenceWarning)  # 300 draws may be flagged; the report says so
-        return cw.Study.load(src / "job_training.yaml").run(tmp_path_factory.mktemp("results"), draws=300,
-                                                              chains=2, warmup=300)
+        try:
+            return cw.Study.load(src / "job_training.yaml").run(out, draws=300, chains=2, warmup=300)
+        except cw.StudyError as exc:  # a flagged fit's expectations are not judged; its results are written
+            assert "not judged: the fit did not converge" in str(exc), exc
+            return out / "job_training"
 
 
 @pytest.fixture()
