@@ -58,7 +58,8 @@ def read_yaml(path: Path, error=ModelSpecError) -> tuple[object, dict[str, int]]
             f"are refused. Remove the tag.\n{exc.problem_mark or ''}"
         ) from None
     except yaml.YAMLError as exc:
-        raise error(f"{path}: not valid YAML: {exc}") from None
+        hint = " Indent with spaces: YAML does not allow tabs." if "'\\t'" in str(exc) or "\t" in str(exc) else ""
+        raise error(f"{path}: not valid YAML: {exc}{hint}") from None
     except RecursionError:
         raise error(f"{path}: the YAML is nested too deeply to read; is it the right file?") from None
     lines: dict[str, int] = {}

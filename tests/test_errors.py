@@ -817,3 +817,8 @@ def test_study_file_users_get_fixes_they_can_write(tmp_path, no_fit):
     text = STUDY.replace("do: {re74: {shift: 1000}}", "do: {re74: {shift: .nan}}")
     with check(cw.StudyError, "re74", "{shift: nan}", "one finite number", "{shift: 1000}", "study.yaml"):
         study(tmp_path, text)
+
+
+def test_a_tab_in_a_study_file_says_to_indent_with_spaces(tmp_path):
+    with check(cw.StudyError, "study.yaml", "line 7", "Indent with spaces"):
+        study(tmp_path, STUDY.replace("    kind: effect", "\tkind: effect"))
