@@ -84,24 +84,24 @@ def _missing_text_hint(df: pd.DataFrame, name: str) -> str:
             "{path: file.csv, missing_text: ['']} reads only empty cells as missing.")
 
 
-def _missing_error(name: str, mask: np.ndarray, index, policy: str = "error") -> DataError:
+def _missing_error(name: str, mask: np.ndarray, index, policy: str = "error", hint: str = "") -> DataError:
     # policy is the node's own: a query's new units may not leave a value open even when the fit could
     if policy == "impute":
         return DataError(
             f"column {name!r} has {int(mask.sum())} missing values in rows {_rows(mask, index)}; imputed values "
             "exist only for the fitted units: pass rows of the fitting data (with their original index), or fill "
-            "these values."
+            f"these values.{hint}"
         )
     if policy == "drop":
         return DataError(
             f"column {name!r} has {int(mask.sum())} missing values in rows {_rows(mask, index)}; rows like these "
-            f"were left out of the fit ('missing: drop' on node {name!r}), so leave them out here too."
+            f"were left out of the fit ('missing: drop' on node {name!r}), so leave them out here too.{hint}"
         )
     return DataError(
         f"column {name!r} has {int(mask.sum())} missing (NaN) values in rows {_rows(mask, index)}; drop or impute "
         f"them before fitting, or set a policy on node {name!r} in the model: 'missing: drop' (leave those rows "
         "out, reported in the data summary) or 'missing: impute' (model the missing values with the node's "
-        "mechanism, so their uncertainty reaches every answer)."
+        f"mechanism, so their uncertainty reaches every answer).{hint}"
     )
 
 
@@ -126,7 +126,7 @@ def _column(df: pd.DataFrame, name: str, family: str, where: str, allow_missing:
         na = pd.isna(col).to_numpy()
         if na.any():
             if not allow_missing:
-                raise DataError(str(_missing_error(name, na, df.index, policy)) + _missing_text_hint(df, name))
+                raise _missing_error(name, na, df.index, policy, _missing_text_hint(df, name))
             vals = vals.copy()
             vals[na] = None  # one marker for missing labels (pandas may hold NaN, None or NA)
         return vals
@@ -145,7 +145,7 @@ def _column(df: pd.DataFrame, name: str, family: str, where: str, allow_missing:
     arr = col.to_numpy(dtype=float, na_value=np.nan)
     nan = np.isnan(arr)
     if nan.any() and not allow_missing:
-        raise DataError(str(_missing_error(name, nan, df.index, policy)) + _missing_text_hint(df, name))
+        raise _missing_error(name, nan, df.index, policy, _missing_text_hint(df, name))
     inf = np.isinf(arr)
     if inf.any():
         raise DataError(
