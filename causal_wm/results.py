@@ -343,7 +343,8 @@ class CounterfactualResult:
                 "unit": self.factual.index, "node": k, "factual": fact, "estimate": mean, "sd": sd,
                 "lower": lo, "upper": hi,
             }))
-        return _recorded(pd.concat(frames, ignore_index=True), self)
+        cols = ["unit", "node", "factual", "estimate", "sd", "lower", "upper"]
+        return _recorded(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols), self)
 
     def average(self, prob: float | None = None) -> pd.DataFrame:
         """Posterior of the mean over the units, per affected node: for each posterior draw, the
@@ -380,7 +381,8 @@ class CounterfactualResult:
         if self.summaries:
             notes.append("summary_only kept no draws, so the mean over units has no interval here; run the "
                          "counterfactual with every draw (summary_only=False, or draws=<n> to keep fewer).")
-        table = _recorded(pd.DataFrame(rows).set_index("node"), self)
+        cols = ["node", "factual", "estimate", "sd", "lower", "upper", "mcse"]
+        table = _recorded(pd.DataFrame(rows, columns=cols).set_index("node"), self)
         table.attrs["warnings"] = table.attrs["warnings"] + notes
         table.attrs["n_units"] = len(self.factual)
         return table

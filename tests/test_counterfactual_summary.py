@@ -142,3 +142,10 @@ def test_the_level_shares_of_a_categorical_node_average_per_draw(cf):
     np.testing.assert_allclose(avg.loc["g[a]", ["lower", "upper"]].to_numpy(float),
                                np.quantile(shares[0], [0.05, 0.95]))
     assert avg.loc["g[b]", "factual"] == pytest.approx((df["g"] == "b").mean())
+
+
+def test_a_counterfactual_with_no_affected_node_still_summarises():
+    from causal_wm.results import CounterfactualResult
+
+    cf = CounterfactualResult({}, pd.DataFrame({"y": [1.0, 2.0]}), {"t": 0}, 0, {})
+    assert cf.summary().empty and cf.average().empty and cf.to_dict()["average"] == []
