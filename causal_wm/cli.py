@@ -296,6 +296,10 @@ def models():
         typer.echo(f"{name:28s} {len(scm.nodes):3d} nodes  {study}  {first}")
 
 
+# seconds an interrupted run has to unwind (remove its staging folder) before it is ended regardless
+GRACE_S = 10.0
+
+
 def main() -> None:  # pragma: no cover - console entry point
     """The ``causal-wm`` command. Ctrl-C ends it with status 130 and a line saying nothing was written.
 
@@ -305,11 +309,23 @@ def main() -> None:  # pragma: no cover - console entry point
     segmentation fault."""
     import os
     import signal
+    import threading
 
     interrupted = []
 
+    def leave() -> None:
+        typer.echo("interrupted: nothing was written (an earlier results folder is left as it was)", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+
     def on_interrupt(signum, frame):
+        if interrupted:  # a second Ctrl-C: leave now
+            leave()
         interrupted.append(signum)
+        # the interrupt can be swallowed where Python ignores exceptions (a callback, a finaliser)
+        # or wait behind a long compiled call: leave anyway after a grace period for the unwinding
+        threading.Timer(GRACE_S, leave).start()
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, on_interrupt)
@@ -321,10 +337,7 @@ def main() -> None:  # pragma: no cover - console entry point
     except KeyboardInterrupt:
         pass
     if interrupted:
-        typer.echo("interrupted: nothing was written (an earlier results folder is left as it was)", err=True)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(130)
+        leave()
 
 
 if __name__ == "__main__":  # pragma: no cover
