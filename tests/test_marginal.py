@@ -121,6 +121,34 @@ def test_marginal_likelihood_matches_numerical_integration():
                                    np.asarray(tp[s]["fn"].log_prob(tp[s]["value"])))
 
 
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_factor_normal_density_equals_the_dense_gaussian(k):
+    """The unrolled Woodbury density against scipy's dense N(mean, diag(var) + A A^T), unit by unit,
+    and its sampler against that covariance."""
+    import jax
+    from scipy.stats import multivariate_normal
+
+    from causal_wm.backends.factor_normal import FactorNormal
+    from causal_wm.backends.numpyro import _jax
+
+    _jax()
+    rng = np.random.default_rng(k)
+    n, c = 7, 4
+    mean, A = rng.normal(size=(n, c)), rng.normal(size=(n, c, k))
+    var, y = rng.uniform(0.2, 2.0, size=c), rng.normal(size=(n, c)) * 2
+    got = np.asarray(FactorNormal(mean, A, var).log_prob(y))
+    want = [multivariate_normal(mean[i], np.diag(var) + A[i] @ A[i].T).logpdf(y[i]) for i in range(n)]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    S = 200_000
+    x = np.asarray(FactorNormal(mean[:1], A[:1], var).sample(jax.random.PRNGKey(0), (S,)))[:, 0]
+    cov = np.diag(var) + A[0] @ A[0].T
+    sd = np.sqrt(np.diag(cov))
+    assert np.all(np.abs(x.mean(axis=0) - mean[0]) < 4.5 * sd / np.sqrt(S))
+    # the sample covariance's entries: SE of a covariance estimate is about sqrt((s_ii s_jj + s_ij^2) / S)
+    se = np.sqrt((np.outer(sd**2, sd**2) + cov**2) / S)
+    assert np.all(np.abs(np.cov(x.T) - cov) < 4.5 * se)
+
+
 def test_reconstructed_latents_follow_their_closed_form_conditional():
     from causal_wm.backends.numpyro import _reconstruct
 

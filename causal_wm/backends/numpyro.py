@@ -79,6 +79,8 @@ def make_model(plan, mode: str = "plain", ridge: bool = True):
     import numpyro
     import numpyro.distributions as dist
 
+    from causal_wm.backends.factor_normal import FactorNormal
+
     scm, lays, scales = plan.scm, plan.layouts, plan.scales
     data = {k: jnp.asarray(v) for k, v in plan.values.items()}
     n = plan.n
@@ -237,8 +239,7 @@ def make_model(plan, mode: str = "plain", ridge: bool = True):
             etas, A, mean, var, y = latent_block(params, vals)
             with numpyro.plate(sites.UNIT, n):
                 if mode == "marginal":
-                    numpyro.sample(sites.MARGINAL, dist.LowRankMultivariateNormal(
-                        mean, A, jnp.broadcast_to(var, mean.shape)), obs=y)
+                    numpyro.sample(sites.MARGINAL, FactorNormal(mean, A, var), obs=y)
                 else:  # reconstruct: the exact conditional of the latents given everything else
                     At = jnp.swapaxes(A, 1, 2) / var  # (n, k, |children|)
                     prec = jnp.eye(len(marginal)) + At @ A
