@@ -19,9 +19,14 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
-import jax
-import jax.numpy as jnp
-from numpyro.distributions import Distribution, constraints
+from causal_wm.jaxhost import start_jax
+
+# JAX must start through start_jax, which first sets the host device count that parallel chains
+# need: importing this module (a doctest collection, say) before any fit must not start it bare
+jax = start_jax()
+
+import jax.numpy as jnp  # noqa: E402
+from numpyro.distributions import Distribution, constraints  # noqa: E402
 
 __all__ = ["FactorNormal"]
 
