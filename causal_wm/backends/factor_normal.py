@@ -85,9 +85,9 @@ class FactorNormal(Distribution):
         for i in range(k):
             for j in range(i + 1):
                 s = jnp.sum(cols[i] * cols[j] / self.noise_var, axis=-1) + (1.0 if i == j else 0.0)
-                s = s - sum((L[i, m] * L[j, m] for m in range(j)), jnp.zeros_like(s))
+                s = s - sum((L[i, m] * L[j, m] for m in range(j)), 0.0)
                 L[i, j] = jnp.sqrt(s) if i == j else s / L[j, j]
-            z.append((b[i] - sum((L[i, m] * z[m] for m in range(i)), jnp.zeros_like(b[i]))) / L[i, i])
+            z.append((b[i] - sum((L[i, m] * z[m] for m in range(i)), 0.0)) / L[i, i])
             logdet = logdet + 2.0 * jnp.log(L[i, i])
-        quad = jnp.sum(r * w, axis=-1) - sum((zi * zi for zi in z), jnp.zeros_like(logdet))
+        quad = jnp.sum(r * w, axis=-1) - sum((zi * zi for zi in z), 0.0)
         return -0.5 * (quad + logdet + self.event_shape[0] * math.log(2 * math.pi))
