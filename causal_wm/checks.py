@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from causal_wm.design import GAUSSIAN
 from causal_wm.errors import ConvergenceWarning, IdentificationWarning, NotIdentifiable, QueryError
 
 SENS = "U_sens"
@@ -404,6 +405,10 @@ def confounded_scm(scm, treatment: str, outcome: str, strength: float):
             raise QueryError(f"sensitivity: {v!r} is categorical; a single loading cannot be fixed for it.")
     d = scm.to_dict()
     nodes = {SENS: {"family": "normal", "latent": True, "description": "sensitivity confounder"}}
+    if any(scm.node(v).family not in GAUSSIAN for v in (treatment, outcome)):
+        # integrating U out would take quadrature over a non-Gaussian child, which costs more per
+        # gradient than sampling U per unit; with its loadings pinned there is no funnel to avoid
+        nodes[SENS]["marginalize"] = False
     for name, nd in d["nodes"].items():
         nd = dict(nd)
         if name in (treatment, outcome):

@@ -148,8 +148,13 @@ def positive_columns(scm, lays: dict[str, NodeLayout]) -> dict[str, tuple[int, .
     return {k: tuple(v) for k, v in out.items()}
 
 
+GAUSSIAN = ("normal", "lognormal")  # Gaussian on the internal scale
+# children a latent can be integrated over by quadrature (causal_wm.backends.latent_quadrature)
+QUADRATURE = ("bernoulli", "poisson", "negative_binomial")
+
+
 def marginal_latents(scm, lays: dict[str, NodeLayout]) -> tuple[str, ...]:
-    """Latent nodes that the NumPyro backend integrates out analytically.
+    """Latent nodes that the NumPyro backend integrates out while fitting.
 
     A latent Gaussian confounder with per-unit values makes NUTS explore one parameter per unit,
     and its loadings trade off against its children's noise: a slow, funnel-shaped posterior.
@@ -157,8 +162,11 @@ def marginal_latents(scm, lays: dict[str, NodeLayout]) -> tuple[str, ...]:
     and linear in it, the children are jointly Gaussian per unit once the latent is integrated out,
     so the fit samples only the parameters; the per-unit values are drawn afterwards from their
     exact conditional. Eligible: latents whose parents are all observed and whose children are
-    observed, Gaussian, complete (no imputed values, nor imputed parents), with no column holding
-    two latents and no other latent parent.
+    observed, complete (no imputed values, nor imputed parents), with no column holding two latents
+    and no other latent parent. A latent may also have bernoulli, poisson or negative_binomial
+    children (``latent_quadrature.FAMILIES``), integrated over one dimension by quadrature; such a
+    latent must then be the only latent parent of each of its children, so that its conditional
+    given its Gaussian children is its own. A latent node with ``marginalize: false`` is not eligible.
 
     Examples
     --------
@@ -176,21 +184,27 @@ def marginal_latents(scm, lays: dict[str, NodeLayout]) -> tuple[str, ...]:
 
     cand = {
         v for v in scm.latent
-        if not any(scm.node(p).latent or imputed(p) for p in scm.node(v).parents)
+        if scm.node(v).marginalize
+        and not any(scm.node(p).latent or imputed(p) for p in scm.node(v).parents)
         and list(scm.graph.successors(v))
     }
     changed = True
     while changed:
         changed = False
         for v in sorted(cand):
-            for c in scm.graph.successors(v):
+            kids = list(scm.graph.successors(v))
+            # a child integrated by quadrature needs v's conditional to involve v alone
+            alone = any(lays[c].family not in GAUSSIAN for c in kids)
+            for c in kids:
                 node, lay = scm.node(c), lays[c]
+                latent_parents = [p for p in node.parents if scm.node(p).latent]
                 ok = (
                     not node.latent
-                    and lay.family in ("normal", "lognormal")
+                    and (lay.family in GAUSSIAN or lay.family in QUADRATURE)
+                    and (not alone or latent_parents == [v])
                     and not imputed(c)
                     and not any(imputed(p) for p in node.parents)
-                    and all(p in cand for p in node.parents if scm.node(p).latent)
+                    and all(p in cand for p in latent_parents)
                     and all(
                         sum(f[0] in cand for f in col.factors) <= 1
                         for col in lay.columns + tuple(c2 for blk in lay.groups for c2 in blk.columns)

@@ -9,6 +9,11 @@ UNIT = "unit"
 MARGINAL = "_latent_joint"
 
 
+def quadrature(latent: str) -> str:
+    """The per-unit log-likelihood of ``latent``'s non-Gaussian children, ``latent`` integrated out."""
+    return f"_quadrature__{latent}"
+
+
 def intercept(node: str) -> str:
     """Intercept of ``node``'s mechanism."""
     return f"{node}__intercept"

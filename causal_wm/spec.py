@@ -28,7 +28,8 @@ RESERVED_NAMES = {"unit": "the name of the units' dimension", "True": "a constan
                   "False": "a constant in formulas", "None": "a constant in formulas"}
 ARVIZ_DIMS = ("chain", "draw")
 
-NODE_KEYS = {"family", "formula", "latent", "priors", "levels", "description", "missing", "type", "range"}
+NODE_KEYS = {"family", "formula", "latent", "priors", "levels", "description", "missing", "type", "range",
+             "marginalize"}
 MODEL_KEYS = {"name", "description", "data", "nodes", "sources", "assumptions"}
 _POSITIVE_DISTS = sorted(d for d, (_, positive) in DISTRIBUTIONS.items() if positive)
 MISSING_POLICIES = ("error", "drop", "impute")
@@ -78,6 +79,9 @@ class NodeSpec:
         checked on the data before sampling; ``None`` means the family's own (see :attr:`column_type`).
     range : tuple of (float or None, float or None) or None
         Declared allowed values ``(lo, hi)`` of the column, either end open (``None``).
+    marginalize : bool
+        A latent node only: whether the NumPyro backend may integrate it out while fitting, where
+        it qualifies (:func:`causal_wm.design.marginal_latents`); ``False`` keeps it sampled per unit.
     """
 
     name: str
@@ -91,6 +95,7 @@ class NodeSpec:
     missing: str = "error"
     type: str | None = None
     range: tuple | None = None
+    marginalize: bool = True
     parsed: Formula = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -199,6 +204,11 @@ class NodeSpec:
                 f"node {self.name!r}: 'missing' must be one of {list(MISSING_POLICIES)}, got {self.missing!r}."
                 f"{suggest(str(self.missing), MISSING_POLICIES)}"
             )
+        if not self.latent and not self.marginalize:
+            raise ModelSpecError(
+                f"node {self.name!r}: 'marginalize' applies to latent nodes only (whether the fit integrates "
+                "one out); remove it, or add 'latent: true' if the node is unobserved."
+            )
         if self.latent and (self.missing != "error" or self.type is not None or self.range is not None):
             raise ModelSpecError(
                 f"node {self.name!r} is latent, so it has no data column: remove 'missing', 'type' and 'range'."
@@ -276,6 +286,8 @@ class NodeSpec:
             d["type"] = self.type
         if self.range is not None:
             d["range"] = list(self.range)
+        if not self.marginalize:
+            d["marginalize"] = False
         return d
 
 
@@ -310,6 +322,9 @@ def _node_from_dict(name: str, d: Any) -> NodeSpec:
     latent = d.get("latent", False)
     if not isinstance(latent, bool):
         raise ModelSpecError(f"node {name!r}: 'latent' must be true or false, got {latent!r}.")
+    marginalize = d.get("marginalize", True)
+    if not isinstance(marginalize, bool):
+        raise ModelSpecError(f"node {name!r}: 'marginalize' must be true or false, got {marginalize!r}.")
     levels = d.get("levels")
     if levels is not None:
         if not isinstance(levels, (list, tuple)) or not all(isinstance(v, (str, int, float, bool)) for v in levels):
@@ -343,6 +358,7 @@ def _node_from_dict(name: str, d: Any) -> NodeSpec:
         missing=d.get("missing", "error"),
         type=d.get("type"),
         range=None if rng is None else tuple(rng),
+        marginalize=marginalize,
     )
 
 

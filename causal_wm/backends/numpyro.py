@@ -79,14 +79,21 @@ def make_model(plan, mode: str = "plain", ridge: bool = True):
     import numpyro
     import numpyro.distributions as dist
 
+    from causal_wm.backends import latent_quadrature as lq
     from causal_wm.backends.factor_normal import FactorNormal
+    from causal_wm.design import GAUSSIAN
 
     scm, lays, scales = plan.scm, plan.layouts, plan.scales
     data = {k: jnp.asarray(v) for k, v in plan.values.items()}
     n = plan.n
     marginal = tuple(getattr(plan, "marginal", ())) if mode != "plain" else ()
-    children = tuple(c for c in scm.order if any(m in scm.node(c).parents for m in marginal))
-    ridge = _ridge(plan, marginal, children) if ridge else None
+    kids = tuple(c for c in scm.order if any(m in scm.node(c).parents for m in marginal))
+    ridge = _ridge(plan, marginal, kids) if ridge else None
+    # Gaussian children enter the joint Gaussian; the others are integrated by quadrature, per latent
+    children = tuple(c for c in kids if lays[c].family in GAUSSIAN)
+    quad = {m: tuple(c for c in kids if m in scm.node(c).parents and lays[c].family not in GAUSSIAN)
+            for m in marginal}
+    quad = {m: cs for m, cs in quad.items() if cs}
     # integrated out, a latent's likelihood is symmetric under a flip of its sign, so its sign-fixing
     # loading is left free (a positive constraint there traps chains in a mirror mode at 0) and the
     # draws are folded after sampling (_fold); the two-child ridge fixes the sign by construction
@@ -217,6 +224,8 @@ def make_model(plan, mode: str = "plain", ridge: bool = True):
         predictor with the latents at 0 and at unit vectors gives the mean and the loadings exactly.
         """
         etas = jnp.stack([eta_of(m, params[m], vals) for m in marginal], axis=-1)  # (n, k)
+        if not children:
+            return etas, None, None, None, None
         at0 = {**vals, **{m: jnp.zeros(n) for m in marginal}}
         base, load = [], []
         for c in children:
@@ -230,6 +239,24 @@ def make_model(plan, mode: str = "plain", ridge: bool = True):
         y = jnp.stack([data[c] for c in children], axis=-1)
         return etas, A, mean, var, y
 
+    def quadrature_block(m, params, vals, etas, A, mean, var, y):
+        """Latent ``m``'s Gaussian conditional given its Gaussian children (``loc``, ``sd``; by
+        eligibility they load on ``m`` alone) and its other children as ``latent_quadrature.Child``."""
+        j = marginal.index(m)
+        loc, prec = etas[:, j], jnp.ones(n)
+        if children:
+            a = A[:, :, j]  # zero for the children of the other latents
+            prec = prec + jnp.sum(a * a / var, axis=-1)
+            loc = loc + jnp.sum(a * (y - mean) / var, axis=-1) / prec
+        at0 = {**vals, m: jnp.zeros(n)}
+        kids_m = []
+        for c in quad[m]:
+            base = eta_of(c, params[c], at0)
+            load = eta_of(c, params[c], {**at0, m: jnp.ones(n)}) - base
+            kids_m.append(lq.Child(lays[c].family, data[c], base, load, scales[c].offset,
+                                   params[c]["extra"].get("phi")))
+        return loc, 1.0 / jnp.sqrt(prec), kids_m
+
     def model():
         fixed = ridge_parameters() if ridge else {}
         params = {name: parameters(scm.node(name), lays[name], fixed.get(name)) for name in scm.order}
@@ -239,17 +266,30 @@ def make_model(plan, mode: str = "plain", ridge: bool = True):
             etas, A, mean, var, y = latent_block(params, vals)
             with numpyro.plate(sites.UNIT, n):
                 if mode == "marginal":
-                    numpyro.sample(sites.MARGINAL, FactorNormal(mean, A, var), obs=y)
-                else:  # reconstruct: the exact conditional of the latents given everything else
+                    if children:
+                        numpyro.sample(sites.MARGINAL, FactorNormal(mean, A, var), obs=y)
+                    for m in quad:
+                        loc, sd, kids_m = quadrature_block(m, params, vals, etas, A, mean, var, y)
+                        numpyro.factor(sites.quadrature(m), lq.log_integral(loc, sd, kids_m))
+                elif children:  # reconstruct: the exact conditional of the latents given the Gaussian children
                     At = jnp.swapaxes(A, 1, 2) / var  # (n, k, |children|)
                     prec = jnp.eye(len(marginal)) + At @ A
                     loc = etas + jnp.linalg.solve(prec, (At @ (y - mean)[..., None]))[..., 0]
                     u = numpyro.sample(sites.MARGINAL, dist.MultivariateNormal(loc, precision_matrix=prec))
+                else:
+                    u = numpyro.sample(sites.MARGINAL, dist.Normal(etas, 1.0).to_event(1))
             if mode == "reconstruct":
                 for j, m in enumerate(marginal):
-                    numpyro.deterministic(m, u[:, j])
+                    if m in quad:  # its non-Gaussian children too: a Metropolis-Hastings chain per unit
+                        loc, sd, kids_m = quadrature_block(m, params, vals, etas, A, mean, var, y)
+                        shape = (lq.STEPS + 1, n)
+                        t = numpyro.sample(sites.quadrature(m) + "_t", dist.StudentT(4.0).expand(shape).to_event(2))
+                        v = numpyro.sample(sites.quadrature(m) + "_u", dist.Uniform().expand(shape).to_event(2))
+                        numpyro.deterministic(m, lq.draw(loc, sd, kids_m, t, jnp.log(v)))
+                    else:
+                        numpyro.deterministic(m, u[:, j])
         for name in scm.order:
-            if name in marginal or name in children:  # their likelihood is the joint one above
+            if name in marginal or name in kids:  # their likelihood is the joint one above
                 continue
             lay, p = lays[name], params[name]
             if lay.n_levels:
@@ -340,7 +380,8 @@ def sample(plan, s):
     key = jax.random.PRNGKey(stream(s.seed, "fit") % (2**31))
     trend = None
     if s.method == "svi":
-        samples, stats, trend = _svi(model, key, s, exclude={*plan.scm.observed, sites.MARGINAL, "_ridge_prior"})
+        samples, stats, trend = _svi(model, key, s, exclude={*plan.scm.observed, sites.MARGINAL, "_ridge_prior",
+                                                              *map(sites.quadrature, plan.marginal)})
         samples = {k: v[None] for k, v in samples.items()}
     else:
         method = "parallel" if jax.local_device_count() >= s.chains else "sequential"
@@ -477,6 +518,8 @@ def _ridge(plan, marginal, children):
 
     if len(marginal) != 1 or len(children) != 2:
         return None
+    if any(plan.layouts[c].family not in ("normal", "lognormal") for c in children):
+        return None  # the ridge is one of two Gaussian children's noise; a discrete child identifies it
     lat = marginal[0]
     out = []
     for k, c in enumerate(children):
