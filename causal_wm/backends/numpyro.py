@@ -514,11 +514,11 @@ def _ridge(plan, marginal, children):
     child's loading carries the positive sign convention, and the priors are the default kinds
     (the user has not pinned the loading with a prior of their own, as a sensitivity analysis does).
     """
-    from causal_wm.design import NUMERIC
+    from causal_wm.design import GAUSSIAN, NUMERIC
 
     if len(marginal) != 1 or len(children) != 2:
         return None
-    if any(plan.layouts[c].family not in ("normal", "lognormal") for c in children):
+    if any(plan.layouts[c].family not in GAUSSIAN for c in children):
         return None  # the ridge is one of two Gaussian children's noise; a discrete child identifies it
     lat = marginal[0]
     out = []
