@@ -9,7 +9,7 @@ adaptive Gauss-Hermite, ``causal_wm/backends/latent_quadrature.py``; the default
 (max R-hat and min bulk ESS over the parameters, the per-unit latents left out), leapfrog steps per
 draw and the effect with its 90% interval.
 
-Run (from the repository root, with the project's virtual environment active; about 7 minutes on 2 cores)::
+Run (from the repository root, with the project's virtual environment active; about 5 minutes on 2 cores)::
 
     python benchmarks/latent_quadrature.py
     python benchmarks/latent_quadrature.py --chains 2 --draws 500 --warmup 500   # about 2 minutes
