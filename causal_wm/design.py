@@ -164,7 +164,7 @@ def marginal_latents(scm, lays: dict[str, NodeLayout]) -> tuple[str, ...]:
     exact conditional. Eligible: latents whose parents are all observed and whose children are
     observed, complete (no imputed values, nor imputed parents), with no column holding two latents
     and no other latent parent. A latent may also have bernoulli, poisson or negative_binomial
-    children (``latent_quadrature.FAMILIES``), integrated over one dimension by quadrature; such a
+    children (``QUADRATURE``), integrated over one dimension by quadrature; such a
     latent must then be the only latent parent of each of its children, so that its conditional
     given its Gaussian children is its own. A latent node with ``marginalize: false`` is not eligible.
 
