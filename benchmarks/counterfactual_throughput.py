@@ -11,7 +11,11 @@ Rows of the table (throughput in unit-draws per second, higher is better):
   for queries this large, ``causal_wm/fused.py``: the model's equations traced with JAX, run as a
   numba loop generated from the trace, ``causal_wm/looped.py``), every draw kept, shape (S, U) per
   node. "kernel only" times the fused engine by itself (the rest is input encoding and result
-  assembly).
+  assembly). Calls after the first write into the memory of the previous, dropped result
+  (``causal_wm/pool.py``), as a user's repeated queries do.
+* ``causal_wm fused all draws, fresh memory``: the same with the pool switched off
+  (``pool.set_idle_limit(0)``): every call writes pages the process has never touched, as a
+  first query does.
 * ``causal_wm fused, XLA loop, all draws``: the same trace compiled by XLA into its own loop over
   chunks (the fused engine's path for programs the numba loop does not cover).
 * ``causal_wm generic all draws``: the same through the generic interpreting numba kernel
@@ -447,7 +451,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     import causal_wm as cw
-    from causal_wm import fused, kernels, queries
+    from causal_wm import fused, kernels, pool, queries
 
     t_start = time.perf_counter()
     print(f"# counterfactual throughput ({platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
@@ -541,8 +545,17 @@ def main(argv=None) -> None:
         finally:
             fused.USE_LOOP = True
 
+    def fresh_memory(u):
+        pool.set_idle_limit(0)  # no dropped result kept: every call writes pages never touched before
+        try:
+            return cf(u, "fused")
+        finally:
+            pool.set_idle_limit(None)
+
     for U in args.units:
         units = simulate(U, args.seed + 2)
+        record("causal_wm fused all draws, fresh memory", U, S, lambda u=units: fresh_memory(u), 4,
+               check=lambda r, u=units: _check_against(r, par, u))
         record("causal_wm fused all draws", U, S, lambda u=units: cf(u, "fused"), 4,
                check=lambda r, u=units: _check_against(r, par, u))
         record("causal_wm fused, XLA loop, all draws", U, S, lambda u=units: xla_loop(u), 4,
@@ -550,6 +563,7 @@ def main(argv=None) -> None:
         if U in args.generic_units:
             record("causal_wm generic all draws", U, S, lambda u=units: cf(u, "generic"), 4,
                    check=lambda r, u=units: _check_against(r, par, u))
+        pool.release()  # the peers allocate their own memory
         record("numpy (chunked)", U, S, lambda u=units: numpy_cf(par, u, args.chunk, args.seed), 4)
         if jax_cf is not None:
             record("jax jit (chunked)", U, S, lambda u=units: jax_cf(u, args.chunk, args.seed), 4)
@@ -623,13 +637,15 @@ def main(argv=None) -> None:
     dw = "dowhy gcm (1 draw)"
     for U in args.units:
         cw_rate = rate("causal_wm fused all draws", U)
-        for peer in ("causal_wm fused, XLA loop, all draws", "causal_wm generic all draws", "numpy (chunked)",
+        for peer in ("causal_wm fused all draws, fresh memory", "causal_wm fused, XLA loop, all draws",
+                     "causal_wm generic all draws", "numpy (chunked)",
                      "jax jit (chunked)", "numba hand-fused", "numba hand-fused, out reused"):
             if np.isfinite(rate(peer, U)):
                 print(f"| causal_wm fused all draws / {peer}, U={U:,} | {cw_rate / rate(peer, U):.2f} |")
         if np.isfinite(rate(dw, U)):  # per unit-draw, at the same number of units
-            for impl in ("causal_wm fused all draws", "causal_wm fused, XLA loop, all draws",
-                         "causal_wm fused summary_only", "numba hand-fused"):
+            for impl in ("causal_wm fused all draws", "causal_wm fused all draws, fresh memory",
+                         "causal_wm fused, XLA loop, all draws", "causal_wm fused summary_only", "numba hand-fused",
+                         "numba hand-fused, out reused"):
                 if np.isfinite(rate(impl, U)):
                     print(f"| {impl} / dowhy gcm, U={U:,} | {rate(impl, U) / rate(dw, U):.0f} |")
             print(f"| causal_wm fused all draws / dowhy gcm, U={U:,}, per CPU-second | "

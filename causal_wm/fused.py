@@ -40,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from causal_wm import kernels as K
+from causal_wm import pool
 from causal_wm.errors import QueryError
 from causal_wm.jaxhost import start_jax
 
@@ -439,7 +440,7 @@ def _counterfactual_draws(arrays, theta, data, orig, lat, units, draws, key, src
     factual, counter = _world(src_f, np.zeros_like(ivk), ivv), _world(src_c, ivk, ivv)
     S, U = len(draws), len(units)
     inp = _Inputs(arrays, theta, data, orig, lat, _uses_lat(src_f, src_c), ivv, tables, key)
-    out = np.empty((len(outputs), S, U))
+    out = pool.empty((len(outputs), S, U))  # pages of an earlier, dropped result where one fits
     plan = None if chunk else _loop_plan(nodes, needed, factual, counter, outputs, inp, S, ivu, LOOP_UNITS)
     if plan is not None:  # every draw of a call's units written straight into the result
         _loop_run(plan, inp, draws, units, ivu, lambda u0: (out, u0))

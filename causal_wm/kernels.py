@@ -86,6 +86,14 @@ def sigmoid(x):
     return e / (1.0 + e)
 
 
+@njit(cache=True, inline="always")
+def p_zero(x):
+    # P(Y = 0) of a bernoulli with logit x. Its draws compare a uniform with it, so absolute
+    # precision is what counts; this is right to rounding for every x (exp overflows to inf: 0)
+    # and cheaper than 1 - sigmoid(x), whose stable form needs a branch or a select.
+    return 1.0 / (1.0 + math.exp(x))
+
+
 # Counts: the pmf recurrence runs in log space (exp(-mu) underflows to 0 for mu > ~745, which
 # made every CDF 0) and starts COUNT_SIGMAS SDs below the mean (the mass below is < 1e-30, far
 # under a uniform's resolution), so a walk costs O(SD) steps for near-symmetric counts. A walk
@@ -306,6 +314,19 @@ def to_internal(trans, c, sc, x):
     return x
 
 
+@njit(cache=True, inline="always")
+def _column(c, vals, pf, fac_ptr, fac_var, fac_lev):
+    # design column c at node values ``vals`` (as in linear_predictor)
+    x = 1.0
+    for f in range(fac_ptr[c], fac_ptr[c + 1]):
+        v = fac_var[f]
+        if fac_lev[f] < 0:
+            x *= (vals[v] - pf[v, 4]) / pf[v, 5]
+        elif vals[v] != fac_lev[f]:
+            x = 0.0
+    return x
+
+
 @njit(cache=True)
 def linear_predictor(k, s, vals, eta, theta, ni, nf, pf, col_ptr, fac_ptr, fac_var, fac_lev,
                      blk_ptr, blk_var, blk_cols, blk_p):
@@ -318,14 +339,7 @@ def linear_predictor(k, s, vals, eta, theta, ni, nf, pf, col_ptr, fac_ptr, fac_v
         eta[e] = theta[s, p_int + e] if p_int >= 0 else 0.0
     c0 = col_ptr[k]
     for t in range(T):
-        c = c0 + t
-        x = 1.0
-        for f in range(fac_ptr[c], fac_ptr[c + 1]):
-            v = fac_var[f]
-            if fac_lev[f] < 0:
-                x *= (vals[v] - pf[v, 4]) / pf[v, 5]
-            elif vals[v] != fac_lev[f]:
-                x = 0.0
+        x = _column(c0 + t, vals, pf, fac_ptr, fac_var, fac_lev)
         if x != 0.0:
             for e in range(neta):
                 eta[e] += theta[s, p_b + e * T + t] * x
@@ -333,15 +347,41 @@ def linear_predictor(k, s, vals, eta, theta, ni, nf, pf, col_ptr, fac_ptr, fac_v
         g = int(vals[blk_var[b]])
         nc = blk_cols[b, 1]
         for j in range(nc):
-            c = blk_cols[b, 0] + j
-            x = 1.0
-            for f in range(fac_ptr[c], fac_ptr[c + 1]):
-                v = fac_var[f]
-                if fac_lev[f] < 0:
-                    x *= (vals[v] - pf[v, 4]) / pf[v, 5]
-                elif vals[v] != fac_lev[f]:
-                    x = 0.0
+            x = _column(blk_cols[b, 0] + j, vals, pf, fac_ptr, fac_var, fac_lev)
             eta[0] += theta[s, blk_p[b] + g * nc + j] * x
+
+
+@njit(cache=True)
+def linear_delta(k, s, vals, fact, delta, theta, ni, pf, col_ptr, fac_ptr, fac_var, fac_lev,
+                 blk_ptr, blk_var, blk_cols, blk_p):
+    """Fill delta[:n_eta] with node k's linear predictor(s) under ``vals`` minus under ``fact``,
+    term by term (a term whose inputs did not change adds nothing): abduction then needs only
+    what an intervention changed, and for additive noise no factual predictor at all."""
+    neta = ni[k, 2]
+    T = ni[k, 3]
+    p_b = ni[k, 5]
+    for e in range(neta):
+        delta[e] = 0.0
+    c0 = col_ptr[k]
+    for t in range(T):
+        d = (_column(c0 + t, vals, pf, fac_ptr, fac_var, fac_lev)
+             - _column(c0 + t, fact, pf, fac_ptr, fac_var, fac_lev))
+        if d != 0.0:
+            for e in range(neta):
+                delta[e] += theta[s, p_b + e * T + t] * d
+    for b in range(blk_ptr[k], blk_ptr[k + 1]):
+        g_c = int(vals[blk_var[b]])
+        g_f = int(fact[blk_var[b]])
+        nc = blk_cols[b, 1]
+        for j in range(nc):
+            c = blk_cols[b, 0] + j
+            x_c = _column(c, vals, pf, fac_ptr, fac_var, fac_lev)
+            x_f = _column(c, fact, pf, fac_ptr, fac_var, fac_lev)
+            th_c = theta[s, blk_p[b] + g_c * nc + j]
+            if g_c == g_f:
+                delta[0] += th_c * (x_c - x_f)
+            else:  # another group: another coefficient
+                delta[0] += th_c * x_c - theta[s, blk_p[b] + g_f * nc + j] * x_f
 
 
 @njit(cache=True)
@@ -356,7 +396,7 @@ def draw_fresh(k, s, u, key, eta, theta, ni, nf, pf):
         return eta[0] + theta[s, ni[k, 6]] * student_t_noise(key, s, u, k, theta[s, ni[k, 7]])
     uu = uniform(key, s, u, k, 0)
     if fam == BERNOULLI:
-        return 1.0 if uu > 1.0 - sigmoid(eta[0]) else 0.0
+        return 1.0 if uu > p_zero(eta[0]) else 0.0
     if fam == POISSON or fam == NEGBIN:
         mu = math.exp(pf[k, 3] + eta[0])
         phi = theta[s, ni[k, 8]] if fam == NEGBIN else 0.0
@@ -372,21 +412,32 @@ def draw_fresh(k, s, u, key, eta, theta, ni, nf, pf):
     return float(best)
 
 
+@njit(cache=True, inline="always")
+def additive(ni, k):
+    """Whether node k's noise is added to its predictor (abduction is then exact)."""
+    fam = ni[k, 0]
+    return fam == NORMAL or fam == LOGNORMAL or fam == STUDENT_T or ni[k, 1] == 1
+
+
 @njit(cache=True)
 def abduct_predict(k, s, u, key, y, eta_f, eta_c, theta, ni, nf, pf):
     """Counterfactual value of node k: noise abducted from factual ``y`` under ``eta_f``,
-    pushed through the mechanism under ``eta_c`` (internal scale)."""
+    pushed through the mechanism under ``eta_c`` (internal scale). On entry ``eta_c`` holds the
+    change of the predictor (:func:`linear_delta`); ``eta_f`` is read (and ``eta_c`` completed to
+    ``eta_f + delta``) only where the noise is not additive."""
     fam = ni[k, 0]
-    if fam == NORMAL or fam == LOGNORMAL or fam == STUDENT_T or ni[k, 1] == 1:
-        return y + (eta_c[0] - eta_f[0])
+    if additive(ni, k):
+        return y + eta_c[0]
+    for e in range(ni[k, 2]):
+        eta_c[e] = eta_f[e] + eta_c[e]
     v = uniform(key, s, u, k, 0)
     if fam == BERNOULLI:
-        q_f = 1.0 - sigmoid(eta_f[0])  # F(0)
+        q_f = p_zero(eta_f[0])  # F(0)
         if y > 0.5:
             uu = q_f + v * (1.0 - q_f)
         else:
             uu = v * q_f
-        return 1.0 if uu > 1.0 - sigmoid(eta_c[0]) else 0.0
+        return 1.0 if uu > p_zero(eta_c[0]) else 0.0
     if fam == POISSON or fam == NEGBIN:
         phi = theta[s, ni[k, 8]] if fam == NEGBIN else 0.0
         mu_f, mu_c = math.exp(pf[k, 3] + eta_f[0]), math.exp(pf[k, 3] + eta_c[0])
@@ -498,23 +549,25 @@ def _world(s, u, su, key, order, src, data, lat, fact, vals, eta, eta_f, theta, 
             nat = lat[s, su, ni[k, 11]]
         elif sk == OTHER:
             nat = fact[k]
-        else:
+        elif sk == FRESH:
             linear_predictor(k, s, vals, eta, theta, ni, nf, pf, col_ptr, fac_ptr, fac_var,
                              fac_lev, blk_ptr, blk_var, blk_cols, blk_p)
-            if sk == FRESH:
-                nat = draw_fresh(k, s, u, key, eta, theta, ni, nf, pf)
+            nat = draw_fresh(k, s, u, key, eta, theta, ni, nf, pf)
+        else:
+            changed = False
+            for f in range(ni[k, 12], ni[k, 13]):
+                p = nf[f]
+                if vals[p] != fact[p]:
+                    changed = True
+            if not changed:
+                nat = fact[k]
             else:
-                changed = False
-                for f in range(ni[k, 12], ni[k, 13]):
-                    p = nf[f]
-                    if vals[p] != fact[p]:
-                        changed = True
-                if not changed:
-                    nat = fact[k]
-                else:
+                linear_delta(k, s, vals, fact, eta, theta, ni, pf, col_ptr, fac_ptr, fac_var, fac_lev,
+                             blk_ptr, blk_var, blk_cols, blk_p)
+                if not additive(ni, k):
                     linear_predictor(k, s, fact, eta_f, theta, ni, nf, pf, col_ptr, fac_ptr,
                                      fac_var, fac_lev, blk_ptr, blk_var, blk_cols, blk_p)
-                    nat = abduct_predict(k, s, u, key, fact[k], eta_f, eta, theta, ni, nf, pf)
+                nat = abduct_predict(k, s, u, key, fact[k], eta_f, eta, theta, ni, nf, pf)
         if ivk[k] != NONE:
             nat = apply_intervention(k, s, u, key, nat, ivk, ivv, iv_unit, tables, pf, ni)
         vals[k] = nat

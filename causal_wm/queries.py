@@ -15,7 +15,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
-from causal_wm import fused
+from causal_wm import fused, pool
 from causal_wm import kernels as K
 from causal_wm.data import encode
 from causal_wm.errors import DataError, QueryError, suggest
@@ -591,7 +591,7 @@ def counterfactual(post, units: pd.DataFrame, do: Mapping, draws: int | None = N
         if fast:
             return fused.counterfactual_draws(prog.arrays, prog.theta, data, orig, prog.lat, rows, draw_idx, key,
                                               src_f, src_c, comp.kind, comp.value, ivu, comp.tables, needed, outs)
-        out = np.empty((len(draw_idx), len(rows), len(outs)))
+        out = pool.empty((len(draw_idx), len(rows), len(outs)))
         K.units_kernel(prog.arrays, prog.theta, data, orig, prog.lat, rows, draw_idx, False, key, src_f, src_c,
                        comp.kind, comp.value, ivu, comp.tables, needed, outs, out)
         return out.transpose(2, 0, 1)

@@ -128,6 +128,16 @@ def _table_take():
     return jax.jit(table_take, inline=False)
 
 
+def additive(node) -> bool:
+    """Whether the node's noise is added to its predictor (abduction is then exact)."""
+    return node.family in (NORMAL, LOGNORMAL, STUDENT_T) or node.latent
+
+
+def p_zero(x):
+    """kernels.p_zero: P(Y = 0) of a bernoulli with logit x."""
+    return 1.0 / (1.0 + jnp.exp(x))
+
+
 def sigmoid(x):
     # kernels.sigmoid's two branches with one exp and one division: exp(-|x|) is exp(-x) for
     # x >= 0, exp(x) below; the numerator picks 1 or e
@@ -382,7 +392,11 @@ class Trace:
         return _rows_take()(self.th, s, col)
 
     def pfv(self, k, j):
-        return self.pf[k, j]
+        # one traced value per entry, so that every use (both worlds, every child) is one table entry
+        key = ("pf", k, j)
+        if key not in self._cache:
+            self._cache[key] = self.pf[k, j]
+        return self._cache[key]
 
     # -------------------------------------------------------------- randomness
     def _hash_base(self):
@@ -438,11 +452,19 @@ class Trace:
         return self._cache[key]
 
     # -------------------------------------------------------------- mechanisms
+    def standardised(self, v, x):
+        """Node v's value ``x`` on the design's scale, traced once per value (a parent of several
+        children, or the same in both worlds, is standardised once)."""
+        key = ("z", v, id(x))
+        if key not in self._cache:  # x is kept with its z, so that its id cannot be reused
+            self._cache[key] = (x, (x - self.pfv(v, 4)) / self.pfv(v, 5))
+        return self._cache[key][1]
+
     def column(self, factors, vals):
         x = 1.0
         for v, lev in factors:
             if lev < 0:
-                z = (vals[v] - self.pfv(v, 4)) / self.pfv(v, 5)
+                z = self.standardised(v, vals[v])
                 x = z if isinstance(x, float) and x == 1.0 else x * z
             else:
                 x = jnp.where(vals[v] != lev, 0.0, x)
@@ -466,6 +488,38 @@ class Trace:
                 etas[0] = etas[0] + self.gather(p + g * nc + j) * x
         return etas
 
+    def linear_delta(self, node, vals, fact):
+        """kernels.linear_delta: the node's linear predictor(s) under ``vals`` minus under ``fact``,
+        term by term. A term whose inputs are the very same traced values in both worlds adds
+        exactly 0 and is left out; so abduction touches only what an intervention changed."""
+        moved = {p for p in node.parents if vals[p] is not fact[p]}
+        deltas = [None] * node.n_eta  # None: no term yet (0.0 + x would be one more operation)
+
+        def add(a, b):
+            return b if a is None else a + b
+
+        T = len(node.columns)
+        for t, factors in enumerate(node.columns):
+            if not any(v in moved for v, _ in factors):
+                continue
+            d = self.column(factors, vals) - self.column(factors, fact)
+            for e in range(node.n_eta):
+                deltas[e] = add(deltas[e], self.theta(node.p_b + e * T + t) * d)
+        for gvar, p, cols in node.blocks:
+            nc = len(cols)
+            g_c = vals[gvar].astype(jnp.int64)
+            g_f = fact[gvar].astype(jnp.int64)
+            for j, factors in enumerate(cols):
+                if gvar not in moved and not any(v in moved for v, _ in factors):
+                    continue
+                x_c, x_f = self.column(factors, vals), self.column(factors, fact)
+                th_c = self.gather(p + g_c * nc + j)
+                same = th_c * (x_c - x_f)
+                if gvar in moved:  # another group: another coefficient
+                    same = jnp.where(g_c == g_f, same, th_c * x_c - self.gather(p + g_f * nc + j) * x_f)
+                deltas[0] = add(deltas[0], same)
+        return [0.0 if d is None else d for d in deltas]
+
     def fresh(self, node, eta):
         """kernels.draw_fresh."""
         k, fam = node.k, node.family
@@ -477,7 +531,7 @@ class Trace:
             return eta[0] + self.theta(node.p_sigma) * self.student_t_noise(k, self.theta(node.p_nu))
         uu = self.uniform(k, 0)
         if fam == BERNOULLI:
-            return jnp.where(uu > 1.0 - sigmoid(eta[0]), 1.0, 0.0)
+            return jnp.where(uu > p_zero(eta[0]), 1.0, 0.0)
         if fam in (POISSON, NEGBIN):
             mu = jnp.exp(self.pfv(k, 3) + eta[0])
             phi = self.theta(node.p_phi) if fam == NEGBIN else 0.0
@@ -490,16 +544,18 @@ class Trace:
             bestv = jnp.where(g > bestv, g, bestv)
         return best
 
-    def abduct(self, node, y, eta_f, eta_c):
-        """kernels.abduct_predict: noise abducted from ``y`` under ``eta_f``, pushed through ``eta_c``."""
+    def abduct(self, node, y, eta_f, delta):
+        """kernels.abduct_predict: noise abducted from ``y`` under ``eta_f``, pushed through
+        ``eta_f + delta`` (``eta_f`` is not read for additive-noise nodes: None there)."""
         k, fam = node.k, node.family
-        if fam in (NORMAL, LOGNORMAL, STUDENT_T) or node.latent:
-            return y + (eta_c[0] - eta_f[0])
+        if additive(node):
+            return y + delta[0]
+        eta_c = [f + d for f, d in zip(eta_f, delta, strict=True)]
         v = self.uniform(k, 0)
         if fam == BERNOULLI:
-            q_f = 1.0 - sigmoid(eta_f[0])
+            q_f = p_zero(eta_f[0])
             uu = jnp.where(y > 0.5, q_f + v * (1.0 - q_f), v * q_f)
-            return jnp.where(uu > 1.0 - sigmoid(eta_c[0]), 1.0, 0.0)
+            return jnp.where(uu > p_zero(eta_c[0]), 1.0, 0.0)
         if fam in (POISSON, NEGBIN):
             phi = self.theta(node.p_phi) if fam == NEGBIN else 0.0
             mu_f, mu_c = jnp.exp(self.pfv(k, 3) + eta_f[0]), jnp.exp(self.pfv(k, 3) + eta_c[0])
@@ -588,20 +644,19 @@ class Trace:
                 nat = self.latent(node)
             elif sk == K.OTHER:
                 nat = other[k]
+            elif sk == K.FRESH:
+                nat = self.fresh(node, self.linear(node, vals))
             else:
-                eta = self.linear(node, vals)
-                if sk == K.FRESH:
-                    nat = self.fresh(node, eta)
+                # Parents that are the very same traced value in both worlds cannot differ;
+                # the rest are compared per element, as the generic kernel does.
+                moved = [p for p in node.parents if vals[p] is not fact[p]]
+                if not moved:
+                    nat = fact[k]
                 else:
-                    # Parents that are the very same traced value in both worlds cannot differ;
-                    # the rest are compared per element, as the generic kernel does.
-                    moved = [p for p in node.parents if vals[p] is not fact[p]]
-                    if not moved:
-                        nat = fact[k]
-                    else:
-                        changed = reduce(jnp.logical_or, [vals[p] != fact[p] for p in moved])
-                        pred = self.abduct(node, fact[k], self.linear(node, fact), eta)
-                        nat = jnp.where(changed, pred, fact[k])
+                    changed = reduce(jnp.logical_or, [vals[p] != fact[p] for p in moved])
+                    eta_f = None if additive(node) else self.linear(node, fact)
+                    pred = self.abduct(node, fact[k], eta_f, self.linear_delta(node, vals, fact))
+                    nat = jnp.where(changed, pred, fact[k])
             if w.ivk[k] != K.NONE:
                 nat = self.intervene(node, nat, w.ivk[k], w.tables[k])
             vals[k] = nat
