@@ -321,7 +321,7 @@ def _column(c, vals, pf, fac_ptr, fac_var, fac_lev):
     for f in range(fac_ptr[c], fac_ptr[c + 1]):
         v = fac_var[f]
         if fac_lev[f] < 0:
-            x *= (vals[v] - pf[v, 4]) / pf[v, 5]
+            x *= (vals[v] - pf[v, 4]) * (1.0 / pf[v, 5])  # as traced.standardised: a multiply, not a division
         elif vals[v] != fac_lev[f]:
             x = 0.0
     return x

@@ -411,7 +411,10 @@ from causal_wm.vecmath import vsin as _sin
 
 # error_model="numpy": IEEE division (inf, nan) without a branch for Python's ZeroDivisionError.
 # nogil: the draws are split between threads of ours (numba's prange tripled the compile time).
-@njit(nogil=True, error_model="numpy", cache=True)
+# fastmath "contract" only: a * b + c may become one fused multiply-add (one rounding instead of
+# two; no reordering, no assumptions about inf or NaN). exp's polynomial is most of the loop's
+# arithmetic; contracted, the benchmark's counterfactual loop ran 1.2x faster.
+@njit(nogil=True, error_model="numpy", cache=True, fastmath={"contract"})
 """
 
 

@@ -457,8 +457,17 @@ class Trace:
         children, or the same in both worlds, is standardised once)."""
         key = ("z", v, id(x))
         if key not in self._cache:  # x is kept with its z, so that its id cannot be reused
-            self._cache[key] = (x, (x - self.pfv(v, 4)) / self.pfv(v, 5))
+            # times the reciprocal (computed once per query, before the loop): a division per
+            # element cost the loop several times a multiply
+            self._cache[key] = (x, (x - self.pfv(v, 4)) * self.pfv_inverse(v, 5))
         return self._cache[key][1]
+
+    def pfv_inverse(self, k, j):
+        """1 / pf[k, j], traced once."""
+        key = ("pf_inv", k, j)
+        if key not in self._cache:
+            self._cache[key] = 1.0 / self.pfv(k, j)
+        return self._cache[key]
 
     def column(self, factors, vals):
         x = 1.0
