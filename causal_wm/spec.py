@@ -653,7 +653,10 @@ class SCM:
         (docs/models.md, "The internal scale"): a continuous node is observed standardised, as
         ``(y - center) / scale`` with ``post.plan.scales[name]`` (``log y`` for lognormal), so an effect
         computed on it with ``pm.do`` is in units of the outcome's SD, and intervention values must be
-        standardised the same way; ``post.effect`` does both for you.
+        standardised the same way; ``post.effect`` does both for you. ``pm.sample_posterior_predictive``
+        redraws every observed variable that the posterior group lacks, roots included: to average
+        over the data's own units, as ``post.effect`` does, fix the roots too (``pm.do(model, {"t": ...,
+        "c": standardised observed c})``); otherwise the predictive is over a fresh population.
         """
         from causal_wm.fitting import backend_module, make_plan
 
