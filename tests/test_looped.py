@@ -131,8 +131,15 @@ def test_vector_exp_is_within_two_ulp_of_numpy():
     got, ref = many(x), np.exp(x)
     ulp = np.abs(got - ref) / np.spacing(ref)
     assert ulp.max() <= 2.0, ulp.max()
-    tiny = np.linspace(-745.0, -709.0, 10_001)  # subnormal results: to within the subnormal spacing
+    tiny = np.linspace(-746.5, -709.0, 10_001)  # subnormal results (and 0): within the subnormal spacing
     assert np.max(np.abs(many(tiny) - np.exp(tiny))) <= 2 * np.spacing(0.0)
+    assert np.all(many(tiny[tiny < -745.2]) == 0.0) and np.all(many(tiny[tiny > -745.0]) > 0.0)
+    top = np.linspace(709.0, 711.0, 10_001)  # the overflow to inf where the C library's is inf
+    with np.errstate(over="ignore"):
+        got, ref = many(top), np.exp(top)
+    assert np.array_equal(np.isinf(got), np.isinf(ref))
+    fin = np.isfinite(ref)
+    assert fin.mean() > 0.3 and np.max(np.abs(got[fin] - ref[fin]) / np.spacing(ref[fin])) <= 2.0
     special = np.array([np.nan, np.inf, -np.inf, 710.0, -746.0, 0.0, -0.0])
     np.testing.assert_array_equal(many(special), [np.nan, np.inf, 0.0, np.inf, 0.0, 1.0, 1.0])
 
