@@ -329,10 +329,12 @@ def _fused(bm_t, by_t, by_m, a_yb, bb_m, bb_c, zt, zm, zy, zc, zyb, cm, sm, cy, 
             oy[s, u] = cy + sy * (zy[u] + by_t[s] * dt + by_m[s] * dm)
             eta_f = a_yb[s] + bb_m[s] * zm[u] + bb_c[s] * zc[u]
             eta_c = eta_f + bb_m[s] * dm
-            q_f = 1.0 / (1.0 + vexp(eta_f))
+            # the engine's coupling, multiplied out (kernels.bernoulli_couple): A = exp(+-eta)
+            one = zyb[u] > 0.5
+            sign = select(one, -1.0, 1.0)
+            a_f, a_c = vexp(sign * eta_f), vexp(sign * eta_c)
             v = _u01(key, s, u)
-            uu = select(zyb[u] > 0.5, q_f + v * (1.0 - q_f), v * q_f)
-            oyb[s, u] = select(uu > 1.0 / (1.0 + vexp(eta_c)), 1.0, 0.0)
+            oyb[s, u] = select(v * (1.0 + a_c) > select(one, a_c - a_f, 1.0 + a_f), 1.0, 0.0)
 
 
 def numba_cf(par: dict, units: pd.DataFrame, seed: int, outs: dict | None = None) -> dict[str, np.ndarray]:

@@ -52,9 +52,15 @@ def _mix(z):
 
 @njit(cache=True, inline="always")
 def uniform(key, s, u, k, slot):
-    """A uniform in (0, 1) for (key, draw s, unit u, node k, slot)."""
-    z = _mix(np.uint64(key) + np.uint64(s))
-    z = _mix(z + np.uint64(u))
+    """A uniform in (0, 1) for (key, draw s, unit u, node k, slot).
+
+    The hash of the draw and the hash of the unit are added, and the sum, offset by node and slot,
+    is mixed once more. The fused loop (:mod:`causal_wm.looped`) thus reads the two hashes from
+    per-draw and per-unit tables and mixes once per element; mixing the draw's hash with the unit
+    first, as before, cost a second round per element (the loop's third costliest part after its
+    exps). ``tests/test_random_numbers.py`` checks the result for uniformity and independence.
+    """
+    z = _mix(np.uint64(key) + np.uint64(s)) + _mix(np.uint64(u) * _M2)
     z = _mix(z + np.uint64(k) * np.uint64(4096) + np.uint64(slot))
     return (float(z >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0)
 
@@ -86,12 +92,41 @@ def sigmoid(x):
     return e / (1.0 + e)
 
 
+# Bernoulli draws and couplings compare a uniform with P(Y = 0) = 1 / (1 + exp(eta)). They do
+# so multiplied out, without a division (the division was the costliest operation of the fused
+# loop's binary nodes), in forms whose overflows to inf still give the comparison's limit.
+
+
 @njit(cache=True, inline="always")
-def p_zero(x):
-    # P(Y = 0) of a bernoulli with logit x. Its draws compare a uniform with it, so absolute
-    # precision is what counts; this is right to rounding for every x (exp overflows to inf: 0)
-    # and cheaper than 1 - sigmoid(x), whose stable form needs a branch or a select.
-    return 1.0 / (1.0 + math.exp(x))
+def bernoulli_draw(uu, eta):
+    """1.0 where the uniform ``uu`` exceeds P(Y = 0) of logit ``eta``, else 0.0:
+    ``uu > 1 / (1 + exp(eta))`` as ``uu (1 + exp(eta)) > 1`` (exp(eta) = inf: 1; NaN: 0)."""
+    return 1.0 if uu * (1.0 + math.exp(eta)) > 1.0 else 0.0
+
+
+@njit(cache=True, inline="always")
+def bernoulli_couple(y, v, eta_f, eta_c):
+    """The counterfactual of an observed bernoulli ``y`` (0.0 or 1.0) when its logit moves from
+    ``eta_f`` to ``eta_c``, for the uniform ``v``.
+
+    The noise is uniform on the interval that gave ``y``: ``v q_f`` for y = 0 and
+    ``q_f + v (1 - q_f)`` for y = 1, with q = P(Y = 0) = 1 / (1 + e^eta); the counterfactual is 1
+    where it exceeds ``q_c``. Multiplied out, with A = e^eta for y = 0 and A = e^-eta for y = 1
+    (so that A's overflow to inf stands for a probability of 0 or 1, as the limit says):
+
+    * y = 0: ``v (1 + A_c) > 1 + A_f``;
+    * y = 1: ``v (1 + A_c) > A_c - A_f`` (from ``(1 - v) (1 + A_c) < 1 + A_f``).
+
+    Both are strict, so that ``eta_c = eta_f`` gives back ``y`` for every v in (0, 1) wherever
+    ``y`` has a probability above 0 in float64 (|eta| below exp's overflow at 709.78).
+    """
+    if y > 0.5:
+        a_f, a_c = math.exp(-eta_f), math.exp(-eta_c)
+        rhs = a_c - a_f
+    else:
+        a_f, a_c = math.exp(eta_f), math.exp(eta_c)
+        rhs = 1.0 + a_f
+    return 1.0 if v * (1.0 + a_c) > rhs else 0.0
 
 
 # Counts: the pmf recurrence runs in log space (exp(-mu) underflows to 0 for mu > ~745, which
@@ -396,7 +431,7 @@ def draw_fresh(k, s, u, key, eta, theta, ni, nf, pf):
         return eta[0] + theta[s, ni[k, 6]] * student_t_noise(key, s, u, k, theta[s, ni[k, 7]])
     uu = uniform(key, s, u, k, 0)
     if fam == BERNOULLI:
-        return 1.0 if uu > p_zero(eta[0]) else 0.0
+        return bernoulli_draw(uu, eta[0])
     if fam == POISSON or fam == NEGBIN:
         mu = math.exp(pf[k, 3] + eta[0])
         phi = theta[s, ni[k, 8]] if fam == NEGBIN else 0.0
@@ -432,12 +467,7 @@ def abduct_predict(k, s, u, key, y, eta_f, eta_c, theta, ni, nf, pf):
         eta_c[e] = eta_f[e] + eta_c[e]
     v = uniform(key, s, u, k, 0)
     if fam == BERNOULLI:
-        q_f = p_zero(eta_f[0])  # F(0)
-        if y > 0.5:
-            uu = q_f + v * (1.0 - q_f)
-        else:
-            uu = v * q_f
-        return 1.0 if uu > p_zero(eta_c[0]) else 0.0
+        return bernoulli_couple(y, v, eta_f[0], eta_c[0])
     if fam == POISSON or fam == NEGBIN:
         phi = theta[s, ni[k, 8]] if fam == NEGBIN else 0.0
         mu_f, mu_c = math.exp(pf[k, 3] + eta_f[0]), math.exp(pf[k, 3] + eta_c[0])

@@ -133,9 +133,17 @@ def additive(node) -> bool:
     return node.family in (NORMAL, LOGNORMAL, STUDENT_T) or node.latent
 
 
-def p_zero(x):
-    """kernels.p_zero: P(Y = 0) of a bernoulli with logit x."""
-    return 1.0 / (1.0 + jnp.exp(x))
+def bernoulli_draw(uu, eta):
+    """kernels.bernoulli_draw."""
+    return jnp.where(uu * (1.0 + jnp.exp(eta)) > 1.0, 1.0, 0.0)
+
+
+def bernoulli_couple(y, v, eta_f, eta_c):
+    """kernels.bernoulli_couple, with A = exp(sign * eta) selected per element."""
+    one = y > 0.5
+    sign = jnp.where(one, -1.0, 1.0)
+    a_f, a_c = jnp.exp(sign * eta_f), jnp.exp(sign * eta_c)
+    return jnp.where(v * (1.0 + a_c) > jnp.where(one, a_c - a_f, 1.0 + a_f), 1.0, 0.0)
 
 
 def sigmoid(x):
@@ -400,9 +408,10 @@ class Trace:
 
     # -------------------------------------------------------------- randomness
     def _hash_base(self):
-        # the hash of (key, draw, unit) is shared by every node and slot
+        # the hash of (key, draw, unit), shared by every node and slot: a per-draw hash plus a
+        # per-unit one (computed once per draw and once per unit; kernels.uniform)
         if self._base is None:
-            self._base = _mix(_mix(self.key + self.draw(self._s)) + self.unit(self._u))
+            self._base = _mix(self.key + self.draw(self._s)) + _mix(self.unit(self._u) * _M2)
         return self._base
 
     def uniform(self, k, slot):
@@ -540,7 +549,7 @@ class Trace:
             return eta[0] + self.theta(node.p_sigma) * self.student_t_noise(k, self.theta(node.p_nu))
         uu = self.uniform(k, 0)
         if fam == BERNOULLI:
-            return jnp.where(uu > p_zero(eta[0]), 1.0, 0.0)
+            return bernoulli_draw(uu, eta[0])
         if fam in (POISSON, NEGBIN):
             mu = jnp.exp(self.pfv(k, 3) + eta[0])
             phi = self.theta(node.p_phi) if fam == NEGBIN else 0.0
@@ -562,9 +571,7 @@ class Trace:
         eta_c = [f + d for f, d in zip(eta_f, delta, strict=True)]
         v = self.uniform(k, 0)
         if fam == BERNOULLI:
-            q_f = p_zero(eta_f[0])
-            uu = jnp.where(y > 0.5, q_f + v * (1.0 - q_f), v * q_f)
-            return jnp.where(uu > p_zero(eta_c[0]), 1.0, 0.0)
+            return bernoulli_couple(y, v, eta_f[0], eta_c[0])
         if fam in (POISSON, NEGBIN):
             phi = self.theta(node.p_phi) if fam == NEGBIN else 0.0
             mu_f, mu_c = jnp.exp(self.pfv(k, 3) + eta_f[0]), jnp.exp(self.pfv(k, 3) + eta_c[0])

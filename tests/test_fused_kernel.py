@@ -434,3 +434,65 @@ def test_discrete_policy_draws_follow_the_policy(mixed):
     x = cf["x"].ravel()
     # the policy's quantile table has 4096 cells: compare with the distribution at that resolution
     assert stats.kstest(x, stats.norm(0.5, 1.5).cdf).pvalue > 1e-4
+
+
+def test_bernoulli_coupling_and_draw_match_the_exact_comparison_at_every_scale():
+    """kernels.bernoulli_couple / bernoulli_draw (and their traced mirrors) compare the uniform
+    with P(Y = 0) multiplied out, without a division. Against the comparison itself in 450-digit
+    arithmetic (mpmath: 1 - q for a logit of -900 is 1e-391): the noise ``v q_f`` (y = 0) or
+    ``q_f + v (1 - q_f)`` (y = 1) exceeds ``q_c``, for logits from tiny to far past exp's overflow,
+    and infinite ones."""
+    import jax
+    import mpmath as mp
+    from numba import njit
+
+    from causal_wm import traced
+
+    traced.load()
+    rng = np.random.default_rng(11)
+    n = 4000
+    scale = np.exp(rng.uniform(np.log(1e-3), np.log(900.0), (2, n)))
+    eta = rng.choice([-1.0, 1.0], (2, n)) * scale
+    eta[1, :400] = eta[0, :400]  # no change: y comes back
+    eta[1, 400:800] = eta[0, 400:800] + rng.normal(0.0, 1e-3, 400)  # a small one
+    eta[:, 800:820] = rng.choice([-np.inf, np.inf, -800.0, 800.0], (2, 20))
+    y = (rng.random(n) < 0.5).astype(float)
+    v = rng.random(n)
+    v[:50] = 2.0**-54  # the uniforms' extremes
+    v[50:100] = 1.0 - 2.0**-53
+
+    mp.mp.dps = 450
+
+    def q(e):  # P(Y = 0), exactly enough; past exp's overflow (|eta| > 709.78) a logit counts as infinite
+        return mp.mpf(1) if e < -709.79 else mp.mpf(0) if e > 709.79 else 1 / (1 + mp.exp(mp.mpf(e)))
+
+    want, keep = np.empty(n), np.ones(n, bool)
+    for i in range(n):
+        qf, qc, vv = q(eta[0, i]), q(eta[1, i]), mp.mpf(v[i])
+        noise = qf + vv * (1 - qf) if y[i] else vv * qf
+        want[i] = float(noise > qc)
+        # a comparison within rounding of a tie cannot be asked of float64 either way (rounding
+        # relative to the probabilities of 0, or for y = 1 of 1, where those are the small ones)
+        size = max(1 - noise, 1 - qc) if y[i] else max(noise, qc)
+        keep[i] = abs(noise - qc) > mp.mpf(2.0**-50) * size or noise == qc
+    assert keep.mean() > 0.98  # (the ties dropped are the extreme uniforms where nothing changes)
+
+    couple = njit(lambda y, v, f, c: np.array([K.bernoulli_couple(y[i], v[i], f[i], c[i]) for i in range(y.size)]))
+    draw = njit(lambda v, e: np.array([K.bernoulli_draw(v[i], e[i]) for i in range(v.size)]))
+    got = couple(y, v, eta[0], eta[1])
+    with jax.enable_x64(True):
+        got_traced = np.asarray(jax.jit(traced.bernoulli_couple)(y, v, eta[0], eta[1]))
+        got_draw_traced = np.asarray(jax.jit(traced.bernoulli_draw)(v, eta[1]))
+    np.testing.assert_array_equal(got[keep], want[keep])
+    np.testing.assert_array_equal(got_traced[keep], want[keep])
+    # eta unchanged: the factual value for every v, wherever that value has a probability above 0
+    # in float64 (past exp's overflow, y = 1 at a logit of -800 is a value of probability 0)
+    possible = np.abs(eta[0, :400]) < 709.0
+    assert possible.mean() > 0.7
+    np.testing.assert_array_equal(got[:400][possible], y[:400][possible])
+    # a fresh draw is the coupling from nothing: 1 where v > q(eta)
+    fresh = np.array([float(mp.mpf(v[i]) > q(eta[1, i])) for i in range(n)])
+    np.testing.assert_array_equal(draw(v, eta[1]), fresh)
+    np.testing.assert_array_equal(got_draw_traced, fresh)
+    nan = np.array([np.nan, 0.0])
+    assert couple(np.array([0.0, 1.0]), np.array([0.5, 0.5]), nan, nan[::-1]).tolist() == [0.0, 0.0]
