@@ -318,7 +318,8 @@ def _u01(key, s, u):
     return (float(z >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0)
 
 
-@njit(parallel=True, cache=True)
+# not cached on disk: numba's cache would not notice a change of vecmath's exp or select
+@njit(parallel=True)
 def _fused(bm_t, by_t, by_m, a_yb, bb_m, bb_c, zt, zm, zy, zc, zyb, cm, sm, cy, sy, key, om, oy, oyb):
     S, U = om.shape
     for s in prange(S):

@@ -444,7 +444,10 @@ def _compile(source: str):
     """The numba function of ``source``, from a module written to :func:`cache_dir` under the hash
     of its text (numba's on-disk cache keeps the compiled code next to it)."""
     _allow_alias_checks()
-    text = _HEADER + source  # the header is hashed too: a new header, a new file
+    # the header is hashed too (a new header, a new file), and so is vecmath's source: numba's
+    # cache checks only the loop's own file, and would keep serving code compiled with an older
+    # exp or select after an upgrade
+    text = f"# causal_wm.vecmath {_vecmath_digest()}\n" + _HEADER + source
     digest = hashlib.sha256(text.encode()).hexdigest()[:24]
     name = f"causal_wm_loop_{digest}"
     if name not in sys.modules:  # numba's cache finds the function's module by this name
@@ -462,6 +465,13 @@ def _compile(source: str):
             sys.modules.pop(name, None)
             raise Unsupported(f"the loop's module could not be written ({exc})") from exc
     return sys.modules[name].kern
+
+
+@functools.cache
+def _vecmath_digest() -> str:
+    from causal_wm import vecmath
+
+    return hashlib.sha256(Path(vecmath.__file__).read_bytes()).hexdigest()[:16]
 
 
 def _prologue(plan, reads):

@@ -321,6 +321,19 @@ def test_loops_use_a_temporary_folder_where_the_cache_folder_cannot_be_written(t
     assert list(folder.glob("loop_*.py"))
 
 
+
+def test_a_new_vecmath_gives_a_new_loop_file(tmp_path, monkeypatch):
+    """numba's on-disk cache checks only the loop's own file; the loop's text names vecmath's
+    digest, so that an upgraded exp or select is compiled in, not served from an old cache."""
+    monkeypatch.setenv("CAUSAL_WM_CACHE", str(tmp_path))
+    src = "def kern(CF, CU, DF, DU, VF, VU, out, u0, s0, s1, nu):\n    out[0, 0, 0] = _exp(CF[0]) + 2.0\n"
+    looped._compile(src)
+    assert looped._vecmath_digest() in next((tmp_path / "loops").glob("loop_*.py")).read_text()
+    monkeypatch.setattr(looped, "_vecmath_digest", lambda: "0123456789abcdef")
+    looped._compile(src)
+    assert len(list((tmp_path / "loops").glob("loop_*.py"))) == 2
+
+
 GROUPS = {
     "name": "looped_groups",
     "nodes": {
