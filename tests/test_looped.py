@@ -321,7 +321,6 @@ def test_loops_use_a_temporary_folder_where_the_cache_folder_cannot_be_written(t
     assert list(folder.glob("loop_*.py"))
 
 
-
 def test_a_new_vecmath_gives_a_new_loop_file(tmp_path, monkeypatch):
     """numba's on-disk cache checks only the loop's own file; the loop's text names vecmath's
     digest, so that an upgraded exp or select is compiled in, not served from an old cache."""
