@@ -389,7 +389,13 @@ def _check_soft(post, iv, src, column) -> None:
     for name, v in iv.items():
         if isinstance(v, Shift | Scale) and src[post.program.index(name)] == K.DATA:
             x = column(name).astype(float)
-            moved = x + v.delta if isinstance(v, Shift) else x * v.factor
+            with np.errstate(over="ignore", invalid="ignore"):  # judged here
+                moved = x + v.delta if isinstance(v, Shift) else x * v.factor
+            if not np.all(np.isfinite(moved)):
+                raise QueryError(
+                    f"do({name}={v!r}) takes {name!r} past the largest representable number (from "
+                    f"{x[~np.isfinite(moved)][:3].tolist()}); use a smaller amount."
+                )
             _internal_values(name, post.scm.node(name), post.plan.scales[name], moved)
 
 

@@ -100,7 +100,11 @@ def nodes_of(arrays) -> tuple[Node, ...]:
 
 
 def _mix(z):
-    z = z + _M1
+    return _finalise(z + _M1)
+
+
+def _finalise(z):
+    """_mix without its first step, the addition of _M1."""
     z = (z ^ (z >> np.uint64(30))) * _M2
     z = (z ^ (z >> np.uint64(27))) * _M3
     return z ^ (z >> np.uint64(31))
@@ -376,6 +380,7 @@ class Trace:
         self._s, self._u, self.key = s, u, key
         self._base = None
         self._cache: dict = {}
+        self._moved: dict = {}  # id(value) -> (value, its change from the factual one), additive nodes
 
     # -------------------------------------------------------------- shapes
     def draw(self, v):
@@ -416,8 +421,11 @@ class Trace:
 
     def uniform(self, k, slot):
         """kernels.uniform(key, s, u, k, slot)."""
-        z = _mix(self._hash_base() + np.uint64(k * 4096 + slot))
-        return ((z >> np.uint64(11)).astype(jnp.float64) + 0.5) * (1.0 / 9007199254740992.0)
+        # _mix's own first step, + _M1, is folded into the constant: one addition per element
+        z = _finalise(self._hash_base() + np.uint64((k * 4096 + slot + int(_M1)) % 2**64))
+        # (n + 0.5) 2^-53 as n 2^-53 + 2^-54, one multiply-add where the compiler fuses them; the
+        # same number either way, since scaling by a power of two does not round
+        return (z >> np.uint64(11)).astype(jnp.float64) * (1.0 / 9007199254740992.0) + (0.5 / 9007199254740992.0)
 
     def std_normal(self, k, slot):
         u1 = self.uniform(k, slot)
@@ -488,6 +496,36 @@ class Trace:
                 x = jnp.where(vals[v] != lev, 0.0, x)
         return x
 
+    def column_delta(self, factors, vals, fact):
+        """column(factors, vals) - column(factors, fact), as a sum of terms that each carry one
+        factor's own difference (x_c - x_f for a continuous one, scaled; the indicators' for a
+        level), so that it is exactly 0 where no factor changed, however the compiler fuses it: a
+        multiply-add of ``a * b - c`` with ``c`` the rounded ``a * b`` is c's rounding error, not 0."""
+        def factor(v, lev, world):
+            if lev < 0:
+                return self.standardised(v, world[v])
+            return jnp.where(world[v] != lev, 0.0, 1.0)
+
+        total = None
+        for i, (v, lev) in enumerate(factors):
+            if vals[v] is fact[v]:
+                continue
+            if lev < 0:  # (x_c - x_f) / sd, which is 0 for equal values
+                d = self._change(vals[v], fact[v]) * self.pfv_inverse(v, 5)
+            else:
+                d = factor(v, lev, vals) - factor(v, lev, fact)
+            for w, lw in factors[:i]:
+                d = factor(w, lw, fact) * d
+            for w, lw in factors[i + 1:]:
+                d = d * factor(w, lw, vals)
+            total = d if total is None else total + d
+        return 0.0 if total is None else total
+
+    def _change(self, x, x_f):
+        """x - x_f: an additive node's own change where x is its abducted value (see world())."""
+        moved = self._moved.get(id(x))
+        return moved[1] if moved is not None and moved[0] is x else x - x_f
+
     def linear(self, node, vals):
         """kernels.linear_predictor: the node's linear predictor(s) given parent values ``vals``."""
         etas = [self.theta(node.p_int + e) if node.p_int >= 0 else 0.0 for e in range(node.n_eta)]
@@ -520,7 +558,7 @@ class Trace:
         for t, factors in enumerate(node.columns):
             if not any(v in moved for v, _ in factors):
                 continue
-            d = self.column(factors, vals) - self.column(factors, fact)
+            d = self.column_delta(factors, vals, fact)
             for e in range(node.n_eta):
                 deltas[e] = add(deltas[e], self.theta(node.p_b + e * T + t) * d)
         for gvar, p, cols in node.blocks:
@@ -530,10 +568,10 @@ class Trace:
             for j, factors in enumerate(cols):
                 if gvar not in moved and not any(v in moved for v, _ in factors):
                     continue
-                x_c, x_f = self.column(factors, vals), self.column(factors, fact)
                 th_c = self.gather(p + g_c * nc + j)
-                same = th_c * (x_c - x_f)
+                same = th_c * self.column_delta(factors, vals, fact)
                 if gvar in moved:  # another group: another coefficient
+                    x_c, x_f = self.column(factors, vals), self.column(factors, fact)
                     same = jnp.where(g_c == g_f, same, th_c * x_c - self.gather(p + g_f * nc + j) * x_f)
                 deltas[0] = add(deltas[0], same)
         return [0.0 if d is None else d for d in deltas]
@@ -668,21 +706,50 @@ class Trace:
                 moved = [p for p in node.parents if vals[p] is not fact[p]]
                 if not moved:
                     nat = fact[k]
+                elif additive(node):
+                    # y + (eta' - eta) term by term: where no parent changed, every term adds
+                    # exactly 0 (parameters and data are finite), so y comes back bit for bit
+                    # without the per-element comparison and select the other families need
+                    delta = self.linear_delta(node, vals, fact)
+                    nat = self.abduct(node, fact[k], None, delta)
+                    self._moved[id(nat)] = (nat, delta[0])  # output() applies the change to the data's number
                 else:
                     changed = reduce(jnp.logical_or, [vals[p] != fact[p] for p in moved])
-                    eta_f = None if additive(node) else self.linear(node, fact)
-                    pred = self.abduct(node, fact[k], eta_f, self.linear_delta(node, vals, fact))
+                    pred = self.abduct(node, fact[k], self.linear(node, fact), self.linear_delta(node, vals, fact))
                     nat = jnp.where(changed, pred, fact[k])
             if w.ivk[k] != K.NONE:
                 nat = self.intervene(node, nat, w.ivk[k], w.tables[k])
             vals[k] = nat
         return vals
 
-    def output(self, k, vals, fact):
-        """kernels._output: a value equal to the factual one is the data's own number (consistency)."""
+    def output(self, k, vals, fact, src):
+        """kernels._output: a value equal to the factual one is the data's own number (consistency).
+
+        Where the factual value is the data's (``src`` DATA) and the node was abducted with additive
+        noise, its change is applied to the data's own number: ``org + sc d`` (``org exp(sc d)`` on
+        a log scale) with ``d`` the change on the internal scale, which is exactly 0 where nothing
+        moved (see :meth:`column_delta`). That is ``org`` itself there and within rounding of
+        ``to_original(z')`` elsewhere, without the per-element comparison and select of the general
+        case. On the identity scale (bernoulli, counts, categorical codes) the data's number is the
+        internal one, so the value itself is returned."""
         node = self.nodes[k]
+        c, sc = self.pfv(k, 0), self.pfv(k, 1)
         org = self.unit(self.orig[:, k])
-        conv = to_original(node.trans, self.pfv(k, 0), self.pfv(k, 1), vals[k])
+        moved = self._moved.get(id(vals[k]))
+        moved = moved is not None and moved[0] is vals[k]
+        if src == K.DATA and (moved or vals[k] is fact[k] or node.trans == K.IDENTITY):
+            # org is NaN only where the unit lacks the value (new units): then the converted one
+            base = jnp.where(jnp.isnan(org), to_original(node.trans, c, sc, fact[k]), org)
+            if vals[k] is fact[k]:
+                out = base
+            elif node.trans == K.IDENTITY:
+                out = vals[k]
+            elif node.trans == K.LINEAR:
+                out = base + sc * self._change(vals[k], fact[k])
+            else:
+                out = base * jnp.exp(sc * self._change(vals[k], fact[k]))
+            return jnp.broadcast_to(out, self.shape)
+        conv = to_original(node.trans, c, sc, vals[k])
         same = (vals[k] == fact[k]) & ~jnp.isnan(org)
         return jnp.broadcast_to(jnp.where(same, org, conv), self.shape)
 
@@ -707,7 +774,7 @@ def crossed_fn(nodes, needed, factual: World, counter: World, outputs, units_fir
         tr = Trace(nodes, units_first, theta, s, u, data, orig, lat, ivv, ivu, tables, pf, key)
         fact = tr.world(factual, needed)
         vals = tr.world(counter, needed, fact=fact)
-        res = [tr.output(k, vals, fact) for k in outputs]
+        res = [tr.output(k, vals, fact, factual.src[k]) for k in outputs]
         return jnp.stack(res) if stacked else tuple(res)
 
     return jax.jit(fn)

@@ -187,7 +187,11 @@ def test_group_slopes_count_parents_and_latent_descendants():
         _agree(post, gen[node], fast[node], node)
 
 
-def test_consistency_is_exact_on_the_fused_path(mixed, counts):
+@pytest.mark.parametrize("loop", [True, False])
+def test_consistency_is_exact_on_the_fused_path(mixed, counts, loop, monkeypatch):
+    # both ways the fused engine runs: the numba loop and XLA's (which fuses a * b - c into a
+    # multiply-add: abduction's changes must be exactly 0 however the compiler fuses them)
+    monkeypatch.setattr(fused, "USE_LOOP", loop)
     for df, post in (mixed, counts):
         cf = queries.counterfactual(post, df, {"t": df["t"].to_numpy()}, engine="fused")
         for node in cf.nodes:
@@ -195,6 +199,14 @@ def test_consistency_is_exact_on_the_fused_path(mixed, counts):
     df, post = mixed
     cf = queries.counterfactual(post, df, {"yc": df["yc"].to_numpy()}, engine="fused")
     assert np.all(cf["z"] == df["z"].to_numpy()[None, :])
+    # units set to their own values keep them; the others move (an interaction and group terms)
+    t = df["t"].to_numpy()
+    half = np.where(np.arange(len(df)) % 2 == 0, t, 1.0 - t)
+    cf = queries.counterfactual(post, df, {"t": half}, engine="fused")
+    for node in ("yn", "yt", "yl", "z"):
+        kept = cf[node][:, ::2] == df[node].to_numpy()[None, ::2]
+        assert np.all(kept), node
+        assert not np.any(cf[node][:, 1::2] == df[node].to_numpy()[None, 1::2]), node
 
 
 def test_effectiveness_on_the_fused_path(mixed):

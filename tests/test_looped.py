@@ -261,6 +261,24 @@ def test_split_reads_each_value_by_what_it_varies_over():
     assert [ln.split(" = ")[1].split("(")[0] for ln in body if ln.startswith("x")] == ["", "_exp", ""]
 
 
+def test_an_additive_chain_abducts_without_a_select_per_element(spy):
+    """Additive-noise nodes need no per-element comparison of old and new parents, nor outputs of
+    the data's own value: their changes are exactly 0 where nothing moved (traced.Trace.world and
+    output). Only the bernoulli node's coupling selects."""
+    df, post = _posterior({"name": "chain", "nodes": {
+        "c": {"family": "normal"}, "t": {"family": "bernoulli", "formula": "c"},
+        "m": {"family": "normal", "formula": "t + c"}, "y": {"family": "normal", "formula": "m + t + t:c"},
+        "yl": {"family": "lognormal", "formula": "m"},
+        "yb": {"family": "bernoulli", "formula": "m"}}}, 5)
+    cf = queries.counterfactual(post, df, {"t": 0.0}, engine="fused")
+    body = spy[-1].source.split("for u in range")[-1]
+    # the bernoulli coupling's three: its bound for y = 0 or 1, the outcome, and "did m change"
+    assert body.count("_sel(") == 3, body
+    keep = df["t"].to_numpy() == 0
+    for node in ("m", "y", "yl", "yb"):  # units already at t = 0: the data's own numbers
+        assert np.all(cf[node][:, keep] == df[node].to_numpy()[None, keep]), node
+
+
 def test_summary_only_through_the_loop_reduces_its_draws(plain, spy, monkeypatch):
     df, post = plain
     do = {"t": 1}

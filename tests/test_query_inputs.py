@@ -164,6 +164,14 @@ def test_shift_and_scale_refuse_anything_but_one_finite_number(bad):
         cw.scale(bad)
 
 
+def test_a_shift_or_scale_past_float64s_range_is_refused_naming_the_node(families):
+    df, post = families
+    with pytest.raises(QueryError, match=r"do\(x=Scale\(factor=1e\+308\)\) takes 'x' past the largest"):
+        post.effect("y", do={"x": cw.scale(1e308)})
+    with pytest.raises(QueryError, match=r"do\(lx=Scale\(factor=1e\+308\)\) takes 'lx' past"):
+        post.counterfactual(units=df, do={"lx": cw.scale(1e308)})
+
+
 def test_summary_only_must_be_a_boolean(families):
     df, post = families
     with pytest.raises(QueryError, match="summary_only must be True or False"):
