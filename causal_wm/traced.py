@@ -521,10 +521,15 @@ class Trace:
             total = d if total is None else total + d
         return 0.0 if total is None else total
 
-    def _change(self, x, x_f):
-        """x - x_f: an additive node's own change where x is its abducted value (see world())."""
+    def _moved_by(self, x):
+        """The change world() recorded for ``x``, an additive node's abducted value, else None."""
         moved = self._moved.get(id(x))
-        return moved[1] if moved is not None and moved[0] is x else x - x_f
+        return moved[1] if moved is not None and moved[0] is x else None
+
+    def _change(self, x, x_f):
+        """x - x_f, as recorded where x is an additive node's abducted value (see world())."""
+        d = self._moved_by(x)
+        return x - x_f if d is None else d
 
     def linear(self, node, vals):
         """kernels.linear_predictor: the node's linear predictor(s) given parent values ``vals``."""
@@ -735,19 +740,18 @@ class Trace:
         node = self.nodes[k]
         c, sc = self.pfv(k, 0), self.pfv(k, 1)
         org = self.unit(self.orig[:, k])
-        moved = self._moved.get(id(vals[k]))
-        moved = moved is not None and moved[0] is vals[k]
-        if src == K.DATA and (moved or vals[k] is fact[k] or node.trans == K.IDENTITY):
+        d = self._moved_by(vals[k])
+        if src == K.DATA and (d is not None or vals[k] is fact[k] or node.trans == K.IDENTITY):
+            if node.trans == K.IDENTITY and vals[k] is not fact[k]:
+                return jnp.broadcast_to(vals[k], self.shape)
             # org is NaN only where the unit lacks the value (new units): then the converted one
             base = jnp.where(jnp.isnan(org), to_original(node.trans, c, sc, fact[k]), org)
             if vals[k] is fact[k]:
                 out = base
-            elif node.trans == K.IDENTITY:
-                out = vals[k]
             elif node.trans == K.LINEAR:
-                out = base + sc * self._change(vals[k], fact[k])
+                out = base + sc * d
             else:
-                out = base * jnp.exp(sc * self._change(vals[k], fact[k]))
+                out = base * jnp.exp(sc * d)
             return jnp.broadcast_to(out, self.shape)
         conv = to_original(node.trans, c, sc, vals[k])
         same = (vals[k] == fact[k]) & ~jnp.isnan(org)
