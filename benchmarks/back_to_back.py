@@ -9,6 +9,7 @@ and this script's ``counterfactual_throughput.py``, fits its model once and time
 
 * ``do(t=0)``: the throughput table's query (about half the units already have t = 0);
 * ``t flipped``: ``do(t = 1 - t)``, so that every unit changes;
+* ``effect (y)``, ``effect (yb)``: the throughput table's effects of t on y and yb over the same units;
 * the hand-written loop of ``counterfactual_throughput.py`` (into reused memory), which does not change
   between checkouts and so shows the machine's own drift.
 
@@ -29,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-QUERIES = ("do(t=0)", "t flipped", "hand loop")
+QUERIES = ("do(t=0)", "t flipped", "effect (y)", "effect (yb)", "hand loop")
 
 
 def worker(units: int, repeats: int) -> dict:
@@ -46,16 +47,20 @@ def worker(units: int, repeats: int) -> dict:
     B._allow_alias_checks()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a short fit may not pass every convergence check; timing only
-        post = cw.SCM.from_dict(B.MODEL).fit(B.simulate(2000, 0), chains=2, draws=500, warmup=500, seed=0,
+        scm = cw.SCM.from_dict(B.MODEL)
+        post = scm.fit(B.simulate(2000, 0), chains=2, draws=500, warmup=500, seed=0,
                                              progress=False)
     df = B.simulate(units, 1)
     par = B.extract(post)
     S = post.program.n_draws
     outs = {k: np.empty((S, units)) for k in ("t", "m", "y", "yb")}
     flip = {"t": 1.0 - df["t"].to_numpy()}
+    post_u = B.population(post, scm, df, 0)
     calls = {
         "do(t=0)": lambda: queries.counterfactual(post, df, {"t": B.DO_T}, engine="fused"),
         "t flipped": lambda: queries.counterfactual(post, df, flip, engine="fused"),
+        "effect (y)": lambda: post_u.effect("y", do={"t": 1.0}, vs={"t": 0.0}, engine="fused"),
+        "effect (yb)": lambda: post_u.effect("yb", do={"t": 1.0}, vs={"t": 0.0}, engine="fused"),
         "hand loop": lambda: B.numba_cf(par, df, 0, outs),
     }
     for fn in calls.values():

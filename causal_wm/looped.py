@@ -42,19 +42,24 @@ from pathlib import Path
 
 import numpy as np
 
+from causal_wm import vecmath
+
 log = logging.getLogger(__name__)
 
 # The per-element operations the generated loop knows: primitive -> expression over its operands.
 _OPS = {
     "add": "({0} + {1})", "sub": "({0} - {1})", "mul": "({0} * {1})", "div": "({0} / {1})",
-    "neg": "(-{0})", "abs": "abs({0})", "exp": "_exp({0})", "log": "_log({0})",
-    "sqrt": "math.sqrt({0})", "cos": "_cos({0})", "sin": "_sin({0})", "erfc": "math.erfc({0})",
+    "neg": "(-{0})", "abs": "abs({0})", "exp": "_exp({0}, k_exp)", "log": "_log({0}, k_log)",
+    "sqrt": "math.sqrt({0})", "cos": "_cos({0}, k_trig)", "sin": "_sin({0}, k_trig)", "erfc": "math.erfc({0})",
     "log1p": "math.log1p({0})", "expm1": "math.expm1({0})", "floor": "np.floor({0})", "ceil": "np.ceil({0})",
     "eq": "({0} == {1})", "ne": "({0} != {1})", "lt": "({0} < {1})", "le": "({0} <= {1})",
     "gt": "({0} > {1})", "ge": "({0} >= {1})", "and": "({0} & {1})", "or": "({0} | {1})",
     "xor": "({0} ^ {1})", "shift_right_logical": "({0} >> {1})", "shift_left": "({0} << {1})",
     "is_finite": "np.isfinite({0})",
 }
+# vecmath functions that take their constants as a tuple read from the loop's argument K (one
+# tuple per function, named k_<function> in the loop; see vecmath.CONSTANTS for why)
+_TUPLES = ("exp", "log", "trig")
 # operations that only reshape or relabel a value: per element, the value itself
 _SAME = {"broadcast_in_dim", "reshape", "squeeze", "copy", "copy_p", "convert_element_type"}
 _CALLS = {"pjit", "jit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call", "remat"}
@@ -243,9 +248,9 @@ class Loop:
         tabs += [np.ascontiguousarray(args[i], dtype=np.float64) for i in self.mat_args]
         if self.sums:  # each thread's rows in a scratch row of its own
             split(out.shape[0], threads, lambda a, b: self.kern(
-                *tabs[:6], np.empty((self.n_out, 1, nu)), 0, a, b, nu, out, *tabs[6:]))
+                *tabs[:6], vecmath.CONSTANTS, np.empty((self.n_out, 1, nu)), 0, a, b, nu, out, *tabs[6:]))
             return
-        split(out.shape[1], threads, lambda a, b: self.kern(*tabs[:6], out, u0, a, b, nu, *tabs[6:]))
+        split(out.shape[1], threads, lambda a, b: self.kern(*tabs[:6], vecmath.CONSTANTS, out, u0, a, b, nu, *tabs[6:]))
 
 
 def split(n: int, threads: int, fn) -> None:
@@ -362,7 +367,11 @@ def _source(plan, sums: bool = False):
         body.append(f"x{i} = {expr}")
     n_out = len(plan.outvars)
     mats = "".join(f", M{k}" for k in range(len(plan.mats)))
-    src = [f"def kern(CF, CU, DF, DU, VF, VU, out, u0, s0, s1, nu{', R' if sums else ''}{mats}):"]
+    src = [f"def kern(CF, CU, DF, DU, VF, VU, K, out, u0, s0, s1, nu{', R' if sums else ''}{mats}):"]
+    for fn in _TUPLES:
+        if any(f"k_{fn})" in ln for ln in body):
+            start, stop = vecmath.LAYOUT[fn]
+            src.append(f"    k_{fn} = ({''.join(f'K[{i}], ' for i in range(start, stop))})")
     src += ["    " + ln for ln in top]
     src += ["    for s in range(s0, s1):"]
     src += ["        " + ln for ln in row]
@@ -402,11 +411,11 @@ import numpy as np
 from numba import njit
 
 from causal_wm.vecmath import select as _sel
-from causal_wm.vecmath import vcos as _cos
-from causal_wm.vecmath import vexp as _exp
+from causal_wm.vecmath import vcos_k as _cos
+from causal_wm.vecmath import vexp_k as _exp
 from causal_wm.vecmath import rowsum as _rowsum
-from causal_wm.vecmath import vlog as _log
-from causal_wm.vecmath import vsin as _sin
+from causal_wm.vecmath import vlog_k as _log
+from causal_wm.vecmath import vsin_k as _sin
 
 
 # error_model="numpy": IEEE division (inf, nan) without a branch for Python's ZeroDivisionError.

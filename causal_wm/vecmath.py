@@ -47,48 +47,67 @@ def _bits_to_float(typingctx, x):
 
 
 _INV_LN2, _LN2_HI, _LN2_LO = 1.4426950408889634, 0.6931471803691238, 1.9082149292705877e-10
-# exp(r) on |r| <= ln2/2 by a polynomial of degree 11: the Chebyshev fit of mpmath
-# (``mpmath.chebyfit(mpmath.exp, [-ln2/2, ln2/2], 12)`` at 50 digits), coefficients rounded to
-# float64; its largest error is 3.2e-18, under the 1.1e-16 of float64 rounding. Taylor's
-# polynomial needed degree 13 for that (two more multiply-adds in every exp).
-_C = (1.0, 1.0, 0.5000000000000019, 0.1666666666666668, 0.0416666666664881, 0.008333333333319601,
-      0.0013888888952314775, 0.00019841269890047113, 2.4801485482328494e-05, 2.755724091857897e-06,
-      2.763263963904103e-07, 2.5110037605963777e-08)
+# exp(r) on [0, ln2] by a polynomial of degree 11: the Chebyshev fit of mpmath
+# (``mpmath.chebyfit(mpmath.exp, [0, ln2], 12)`` at 50 digits), coefficients rounded to float64; its
+# largest error is 4.5e-18, under the 1.1e-16 of float64 rounding
+_C = (1.0, 1.0000000000000018, 0.49999999999987943, 0.16666666666990854, 0.04166666662168456,
+      0.008333333701134052, 0.001388886985494254, 0.00019841916794385652, 2.478696907686569e-05,
+      2.7774198867848245e-06, 2.554057837637411e-07, 3.551095573405242e-08)
+# exp's constants in one tuple (:func:`vexp_k`): the clamp, 1/ln2, ln2 in two parts, the polynomial
+EXP_K = (-746.0, 710.0, _INV_LN2, _LN2_HI, _LN2_LO) + _C
+TINY = 2.2250738585072014e-308  # the smallest normal float64: vexp's results below it are 0
 
 
 @njit(inline="always", cache=True)
 def vexp(x):
-    """exp(x) within 2 ulp of the C library's for normal results, exact at the edges (0 where
-    exp(x) rounds to 0, below -745.13; inf where it overflows, above 709.78; NaN kept).
+    """exp(x) within 2 ulp of the C library's where that is at least :data:`TINY` (x above
+    -708.3965), and 0 below (as XLA's exp on the CPU, which flushes subnormal numbers to 0); inf
+    where exp overflows (above 709.7827); NaN kept.
 
-    exp(x) = 2^n exp(r) with |r| <= ln2/2 and exp(r) by a polynomial of degree 11 fitted on that
-    interval (error below 4e-18, see :data:`_C`), evaluated by Estrin's scheme (pairs of terms,
-    then pairs of pairs: a chain of 4 dependent multiply-adds instead of Horner's 11, which bound
-    the loop); 2^n is applied as two factors, so that results in the subnormal range stay right.
+    exp(x) = 2^n exp(r) with n = floor(x / ln2), so that r is in [0, ln2) and 2^n below 2^1024
+    wherever exp(x) is finite, and exp(r) by a polynomial of degree 11 fitted on that interval (error
+    below 5e-18, see :data:`_C`), evaluated by Horner's scheme (the loop overlaps its chain of
+    dependent multiply-adds with other elements' work). 2^n is built from the bits of n + 1023,
+    0 where that is not positive.
 
     Examples
     --------
-    >>> abs(vexp(1.0) / math.e - 1) < 1e-15, vexp(-800.0), vexp(800.0)
+    >>> abs(vexp(1.0) / math.e - 1) < 1e-15, vexp(-720.0), vexp(800.0)
     (True, 0.0, inf)
     """
-    # clamped where 2^n p itself rounds to 0 or overflows to inf, so no select is needed for those
-    # results (NaN is clamped too, and returned by the last select)
-    xc = select(x > -746.0, x, -746.0)
-    xc = select(xc < 710.0, xc, 710.0)
-    n = np.floor(xc * _INV_LN2 + 0.5)
-    r = (xc - n * _LN2_HI) - n * _LN2_LO
-    r2 = r * r
-    r4 = r2 * r2
-    r8 = r4 * r4
-    q0 = (_C[0] + _C[1] * r) + r2 * (_C[2] + _C[3] * r)
-    q1 = (_C[4] + _C[5] * r) + r2 * (_C[6] + _C[7] * r)
-    q2 = (_C[8] + _C[9] * r) + r2 * (_C[10] + _C[11] * r)
-    p = (q0 + r4 * q1) + r8 * q2
-    k = np.int64(n)
-    k1 = k >> 1
-    k2 = k - k1
-    y = p * _bits_to_float((k1 + 1023) << 52) * _bits_to_float((k2 + 1023) << 52)
-    return select(x == x, y, x)
+    return vexp_k(x, EXP_K)
+
+
+@njit(inline="always", cache=True)
+def vexp_k(x, k):
+    """:func:`vexp` with its constants given as ``k`` (:data:`EXP_K`; see :data:`CONSTANTS` for why).
+
+    Examples
+    --------
+    >>> vexp_k(1.0, EXP_K) == vexp(1.0)
+    True
+    """
+    # clamped where the result is 0 or inf anyway, so that n stays a small integer (NaN is clamped
+    # too, and returned by the last select)
+    xc = select(x > k[0], x, k[0])
+    xc = select(xc < k[1], xc, k[1])
+    n = np.floor(xc * k[2])
+    r = (xc - n * k[3]) - n * k[4]
+    p = k[16]
+    p = k[15] + r * p
+    p = k[14] + r * p
+    p = k[13] + r * p
+    p = k[12] + r * p
+    p = k[11] + r * p
+    p = k[10] + r * p
+    p = k[9] + r * p
+    p = k[8] + r * p
+    p = k[7] + r * p
+    p = k[6] + r * p
+    p = k[5] + r * p
+    e = np.int64(n) + 1023  # the biased exponent of 2^n: 2047 (inf) above 709.78, not positive below -708.4
+    e = select(e > 0, e, 0)
+    return select(x == x, p * _bits_to_float(e << 52), x)
 
 
 @intrinsic
@@ -108,6 +127,11 @@ _A = tuple(1.0 / (2 * k + 1) for k in range(12))
 _SUBNORMAL = 2.2250738585072014e-308
 
 
+# log's constants in one tuple (:func:`vlog_k`): the smallest normal number, 2^54, sqrt 2, ln 2, then
+# the series' coefficients
+LOG_K = (_SUBNORMAL, 18014398509481984.0, 1.4142135623730951, _LN2) + _A
+
+
 @njit(inline="always", cache=True)
 def vlog(x):
     """Natural log within 4 ulp of the C library's (measured on 2.2 million arguments from 5e-324 to
@@ -115,30 +139,48 @@ def vlog(x):
     negative number or NaN = NaN, log inf = inf), in arithmetic the loop vectoriser handles.
 
     x = 2^e m with m in [sqrt(1/2), sqrt(2)) from the bits of x (subnormals scaled by 2^54 first),
-    log m = 2 atanh((m - 1) / (m + 1)) by its series (Estrin's scheme), and log x = e ln2 + log m.
+    log m = 2 atanh((m - 1) / (m + 1)) by its series (Horner's scheme), and log x = e ln2 + log m.
 
     Examples
     --------
     >>> abs(vlog(math.e) - 1.0) < 1e-15, vlog(1.0), vlog(0.0), math.isnan(vlog(-1.0))
     (True, 0.0, -inf, True)
     """
-    tiny = x < _SUBNORMAL
-    xs = select(tiny, x * 18014398509481984.0, x)  # 2^54
+    return vlog_k(x, LOG_K)
+
+
+@njit(inline="always", cache=True)
+def vlog_k(x, k):
+    """:func:`vlog` with its constants given as ``k`` (:data:`LOG_K`; see :data:`CONSTANTS` for why).
+
+    Examples
+    --------
+    >>> vlog_k(3.0, LOG_K) == vlog(3.0)
+    True
+    """
+    tiny = x < k[0]
+    xs = select(tiny, x * k[1], x)
     bits = _float_to_bits(xs)
     e = ((bits >> 52) & 0x7FF) - select(tiny, 1077, 1023)
     m = _bits_to_float((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000)
-    big = m > 1.4142135623730951
+    big = m > k[2]
     m = select(big, m * 0.5, m)
     e = select(big, e + 1, e)
     s = (m - 1.0) / (m + 1.0)
     z = s * s
-    z2 = z * z
-    z4 = z2 * z2
-    z8 = z4 * z4
-    q0 = (_A[0] + _A[1] * z) + z2 * (_A[2] + _A[3] * z)
-    q1 = (_A[4] + _A[5] * z) + z2 * (_A[6] + _A[7] * z)
-    q2 = (_A[8] + _A[9] * z) + z2 * (_A[10] + _A[11] * z)
-    y = np.float64(e) * _LN2 + 2.0 * s * ((q0 + z4 * q1) + z8 * q2)
+    q = k[15]
+    q = k[14] + z * q
+    q = k[13] + z * q
+    q = k[12] + z * q
+    q = k[11] + z * q
+    q = k[10] + z * q
+    q = k[9] + z * q
+    q = k[8] + z * q
+    q = k[7] + z * q
+    q = k[6] + z * q
+    q = k[5] + z * q
+    q = k[4] + z * q
+    y = np.float64(e) * k[3] + 2.0 * s * q
     y = select(x > 0.0, y, select(x == 0.0, -np.inf, np.nan))
     y = select(x == np.inf, np.inf, y)
     return select(x == x, y, x)
@@ -152,24 +194,39 @@ _K = tuple((-1.0) ** k / math.factorial(2 * k) for k in range(10))  # cos r: r^0
 COS_DOMAIN = 1.0e6
 
 
-@njit(inline="always", cache=True)
-def _quarter(x):
-    """(r, n): x = n pi/2 + r with |r| <= pi/4, n rounded to the nearest integer."""
-    n = np.floor(x * _TWO_OVER_PI + 0.5)
-    return ((x - n * _P1) - n * _P2) - n * _P3, np.int64(n)
+# cos's and sin's constants in one tuple (:func:`vcos_k`, :func:`vsin_k`): 2/pi, pi/2 in three
+# parts, the domain, then sin's and cos's polynomials
+TRIG_K = (_TWO_OVER_PI, _P1, _P2, _P3, COS_DOMAIN) + _S + _K
 
 
 @njit(inline="always", cache=True)
-def _sin_cos_r(r):
-    """(sin r, cos r) for |r| <= pi/4 by their Taylor polynomials (truncation below 1e-19)."""
+def _sin_cos(x, k):
+    """(sin r, cos r, n): x = n pi/2 + r with |r| <= pi/4, n rounded to the nearest integer (pi/2
+    in three parts: Cody and Waite), sin r and cos r by their Taylor polynomials (truncation below
+    1e-19; Horner's scheme in r^2)."""
+    n = np.floor(x * k[0] + 0.5)
+    r = ((x - n * k[1]) - n * k[2]) - n * k[3]
     z = r * r
-    z2 = z * z
-    z4 = z2 * z2
-    s = (_S[0] + _S[1] * z) + z2 * (_S[2] + _S[3] * z) + z4 * ((_S[4] + _S[5] * z) + z2 * (_S[6] + _S[7] * z)
-                                                             + z4 * _S[8])
-    c = (_K[0] + _K[1] * z) + z2 * (_K[2] + _K[3] * z) + z4 * ((_K[4] + _K[5] * z) + z2 * (_K[6] + _K[7] * z)
-                                                             + z4 * (_K[8] + _K[9] * z))
-    return r * s, c
+    s = k[13]
+    s = k[12] + z * s
+    s = k[11] + z * s
+    s = k[10] + z * s
+    s = k[9] + z * s
+    s = k[8] + z * s
+    s = k[7] + z * s
+    s = k[6] + z * s
+    s = k[5] + z * s
+    c = k[23]
+    c = k[22] + z * c
+    c = k[21] + z * c
+    c = k[20] + z * c
+    c = k[19] + z * c
+    c = k[18] + z * c
+    c = k[17] + z * c
+    c = k[16] + z * c
+    c = k[15] + z * c
+    c = k[14] + z * c
+    return r * s, c, np.int64(n)
 
 
 @njit(inline="always", cache=True)
@@ -185,11 +242,22 @@ def vcos(x):
     >>> abs(vcos(1.0) - math.cos(1.0)) <= 2 * math.ulp(math.cos(1.0)), vcos(0.0), math.isnan(vcos(1e7))
     (True, 1.0, True)
     """
-    r, n = _quarter(x)
-    s, c = _sin_cos_r(r)
+    return vcos_k(x, TRIG_K)
+
+
+@njit(inline="always", cache=True)
+def vcos_k(x, k):
+    """:func:`vcos` with its constants given as ``k`` (:data:`TRIG_K`; see :data:`CONSTANTS` for why).
+
+    Examples
+    --------
+    >>> vcos_k(2.0, TRIG_K) == vcos(2.0)
+    True
+    """
+    s, c, n = _sin_cos(x, k)
     q = n & 3
     y = select(q == 0, c, select(q == 1, -s, select(q == 2, -c, s)))
-    return select(abs(x) <= COS_DOMAIN, y, np.nan)
+    return select(abs(x) <= k[4], y, np.nan)
 
 
 @njit(inline="always", cache=True)
@@ -201,11 +269,38 @@ def vsin(x):
     >>> abs(vsin(1.0) - math.sin(1.0)) <= 2 * math.ulp(math.sin(1.0)), vsin(0.0), math.isnan(vsin(-1e7))
     (True, 0.0, True)
     """
-    r, n = _quarter(x)
-    s, c = _sin_cos_r(r)
+    return vsin_k(x, TRIG_K)
+
+
+@njit(inline="always", cache=True)
+def vsin_k(x, k):
+    """:func:`vsin` with its constants given as ``k`` (:data:`TRIG_K`).
+
+    Examples
+    --------
+    >>> vsin_k(2.0, TRIG_K) == vsin(2.0)
+    True
+    """
+    s, c, n = _sin_cos(x, k)
     q = n & 3
     y = select(q == 0, s, select(q == 1, c, select(q == 2, -s, -c)))
-    return select(abs(x) <= COS_DOMAIN, y, np.nan)
+    return select(abs(x) <= k[4], y, np.nan)
+
+
+# Every function's constants in one array, which the generated loops (causal_wm.looped) take as an
+# argument and unpack into each function's tuple before their loop. Why not literals: a loop with
+# more live values than registers has LLVM load a literal again where it is used, with numba's large
+# code model two instructions each time (its address, then a broadcast); a value the loop was
+# handed is kept in a register or a stack slot that an instruction reads in passing. Measured on the
+# throughput benchmark's loop: 146 -> 119 instructions per 8 elements; with exp's Horner scheme,
+# literals ran 5% slower than this (the loop is bound by its floating-point operations, not by
+# the count of instructions).
+_TUPLES = {"exp": EXP_K, "log": LOG_K, "trig": TRIG_K}
+_ENDS = np.cumsum([len(t) for t in _TUPLES.values()]).tolist()
+# function -> (start, stop) of its constants in CONSTANTS
+LAYOUT = {name: (end - len(t), end) for (name, t), end in zip(_TUPLES.items(), _ENDS, strict=True)}
+CONSTANTS = np.array(sum(_TUPLES.values(), ()))
+CONSTANTS.flags.writeable = False
 
 
 @njit(inline="always", cache=True)
