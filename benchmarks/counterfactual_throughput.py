@@ -71,7 +71,7 @@ import pandas as pd
 from numba import njit, prange
 
 from causal_wm.looped import _allow_alias_checks
-from causal_wm.vecmath import select, vexp
+from causal_wm.vecmath import CONSTANTS, LAYOUT, select, vexp_k
 
 MODEL = {
     "name": "throughput",
@@ -320,8 +320,11 @@ def _u01(key, s, u):
 
 # not cached on disk: numba's cache would not notice a change of vecmath's exp or select
 @njit(parallel=True)
-def _fused(bm_t, by_t, by_m, a_yb, bb_m, bb_c, zt, zm, zy, zc, zyb, cm, sm, cy, sy, key, om, oy, oyb):
+def _fused(bm_t, by_t, by_m, a_yb, bb_m, bb_c, zt, zm, zy, zc, zyb, cm, sm, cy, sy, key, om, oy, oyb, K):
     S, U = om.shape
+    # exp's constants handed over, as the engine's loops get them (vecmath.CONSTANTS: literals are
+    # reloaded in a loop that runs out of registers)
+    k = (K[0], K[1], K[2], K[3], K[4], K[5], K[6], K[7], K[8], K[9], K[10], K[11], K[12], K[13], K[14], K[15], K[16])
     for s in prange(S):
         for u in range(U):
             dt = DO_T - zt[u]
@@ -333,7 +336,7 @@ def _fused(bm_t, by_t, by_m, a_yb, bb_m, bb_c, zt, zm, zy, zc, zyb, cm, sm, cy, 
             # the engine's coupling, multiplied out (kernels.bernoulli_couple): A = exp(+-eta)
             one = zyb[u] > 0.5
             sign = select(one, -1.0, 1.0)
-            a_f, a_c = vexp(sign * eta_f), vexp(sign * eta_c)
+            a_f, a_c = vexp_k(sign * eta_f, k), vexp_k(sign * eta_c, k)
             v = _u01(key, s, u)
             oyb[s, u] = select(v * (1.0 + a_c) > select(one, a_c - a_f, 1.0 + a_f), 1.0, 0.0)
 
@@ -349,9 +352,10 @@ def numba_cf(par: dict, units: pd.DataFrame, seed: int, outs: dict | None = None
         outs = {k: np.empty((S, U)) for k in ("t", "m", "y", "yb")}
     outs["t"].fill(DO_T)
     bm, by, bb = par["m"]["b"], par["y"]["b"], par["yb"]["b"]
+    assert LAYOUT["exp"][1] - LAYOUT["exp"][0] == 17, "_fused unpacks 17 constants of exp"
     _fused(bm["t"], by["t"], by["m"], par["yb"]["a"], bb["m"], bb["c"], z["t"], z["m"], z["y"], z["c"], z["yb"],
            par["m"]["center"], par["m"]["scale"], par["y"]["center"], par["y"]["scale"], seed,
-           outs["m"], outs["y"], outs["yb"])
+           outs["m"], outs["y"], outs["yb"], CONSTANTS[slice(*LAYOUT["exp"])])
     return outs
 
 
