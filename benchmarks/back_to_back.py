@@ -48,8 +48,7 @@ def worker(units: int, repeats: int) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a short fit may not pass every convergence check; timing only
         scm = cw.SCM.from_dict(B.MODEL)
-        post = scm.fit(B.simulate(2000, 0), chains=2, draws=500, warmup=500, seed=0,
-                                             progress=False)
+        post = scm.fit(B.simulate(2000, 0), chains=2, draws=500, warmup=500, seed=0, progress=False)
     df = B.simulate(units, 1)
     par = B.extract(post)
     S = post.program.n_draws
