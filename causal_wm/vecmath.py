@@ -59,6 +59,16 @@ TINY = 2.2250738585072014e-308  # the smallest normal float64: vexp's results be
 
 
 @njit(inline="always", cache=True)
+def _horner(k, first, last, r):
+    """k[first] + r k[first + 1] + ... + r^(last - first) k[last], by Horner's scheme (the loop is
+    unrolled by the compiler: its bounds are constants where it is inlined)."""
+    p = k[last]
+    for i in range(last - 1, first - 1, -1):
+        p = k[i] + r * p
+    return p
+
+
+@njit(inline="always", cache=True)
 def vexp(x):
     """exp(x) within 2 ulp of the C library's where that is at least :data:`TINY` (x above
     -708.3965), and 0 below (as XLA's exp on the CPU, which flushes subnormal numbers to 0); inf
@@ -93,18 +103,7 @@ def vexp_k(x, k):
     xc = select(xc < k[1], xc, k[1])
     n = np.floor(xc * k[2])
     r = (xc - n * k[3]) - n * k[4]
-    p = k[16]
-    p = k[15] + r * p
-    p = k[14] + r * p
-    p = k[13] + r * p
-    p = k[12] + r * p
-    p = k[11] + r * p
-    p = k[10] + r * p
-    p = k[9] + r * p
-    p = k[8] + r * p
-    p = k[7] + r * p
-    p = k[6] + r * p
-    p = k[5] + r * p
+    p = _horner(k, 5, 16, r)
     e = np.int64(n) + 1023  # the biased exponent of 2^n: 2047 (inf) above 709.78, not positive below -708.4
     e = select(e > 0, e, 0)
     return select(x == x, p * _bits_to_float(e << 52), x)
@@ -168,18 +167,7 @@ def vlog_k(x, k):
     e = select(big, e + 1, e)
     s = (m - 1.0) / (m + 1.0)
     z = s * s
-    q = k[15]
-    q = k[14] + z * q
-    q = k[13] + z * q
-    q = k[12] + z * q
-    q = k[11] + z * q
-    q = k[10] + z * q
-    q = k[9] + z * q
-    q = k[8] + z * q
-    q = k[7] + z * q
-    q = k[6] + z * q
-    q = k[5] + z * q
-    q = k[4] + z * q
+    q = _horner(k, 4, 15, z)
     y = np.float64(e) * k[3] + 2.0 * s * q
     y = select(x > 0.0, y, select(x == 0.0, -np.inf, np.nan))
     y = select(x == np.inf, np.inf, y)
@@ -207,26 +195,19 @@ def _sin_cos(x, k):
     n = np.floor(x * k[0] + 0.5)
     r = ((x - n * k[1]) - n * k[2]) - n * k[3]
     z = r * r
-    s = k[13]
-    s = k[12] + z * s
-    s = k[11] + z * s
-    s = k[10] + z * s
-    s = k[9] + z * s
-    s = k[8] + z * s
-    s = k[7] + z * s
-    s = k[6] + z * s
-    s = k[5] + z * s
-    c = k[23]
-    c = k[22] + z * c
-    c = k[21] + z * c
-    c = k[20] + z * c
-    c = k[19] + z * c
-    c = k[18] + z * c
-    c = k[17] + z * c
-    c = k[16] + z * c
-    c = k[15] + z * c
-    c = k[14] + z * c
+    s = _horner(k, 5, 13, z)
+    c = _horner(k, 14, 23, z)
     return r * s, c, np.int64(n)
+
+
+@njit(inline="always", cache=True)
+def _cos_quadrant(x, k, shift):
+    """cos of x - shift pi/2 (shift 0: cos x; 3: sin x): the quadrant of x picks +-sin or +-cos of
+    the remainder; NaN outside :data:`COS_DOMAIN`."""
+    s, c, n = _sin_cos(x, k)
+    q = (n + shift) & 3
+    y = select(q == 0, c, select(q == 1, -s, select(q == 2, -c, s)))
+    return select(abs(x) <= k[4], y, np.nan)
 
 
 @njit(inline="always", cache=True)
@@ -254,10 +235,7 @@ def vcos_k(x, k):
     >>> vcos_k(2.0, TRIG_K) == vcos(2.0)
     True
     """
-    s, c, n = _sin_cos(x, k)
-    q = n & 3
-    y = select(q == 0, c, select(q == 1, -s, select(q == 2, -c, s)))
-    return select(abs(x) <= k[4], y, np.nan)
+    return _cos_quadrant(x, k, 0)
 
 
 @njit(inline="always", cache=True)
@@ -281,10 +259,7 @@ def vsin_k(x, k):
     >>> vsin_k(2.0, TRIG_K) == vsin(2.0)
     True
     """
-    s, c, n = _sin_cos(x, k)
-    q = n & 3
-    y = select(q == 0, s, select(q == 1, c, select(q == 2, -s, -c)))
-    return select(abs(x) <= k[4], y, np.nan)
+    return _cos_quadrant(x, k, 3)  # sin x = cos(x - pi/2): three quadrants on
 
 
 # Every function's constants in one array, which the generated loops (causal_wm.looped) take as an
